@@ -1,0 +1,104 @@
+"""The one settings class. Read once (from `HASHSVC_*` environment variables), passed down.
+
+No other module reads the environment: adapters build a `Settings` and hand it to the
+core, tests build one directly. Outside `env=dev` the class refuses unsafe choices
+(interactive docs on a public bind, no rate limit, etc.) instead of running with them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from hashsvc.errors import ConfigError
+
+_PREFIX = "HASHSVC_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service, with its default. Env: HASHSVC_<FIELD_NAME>."""
+
+    env: str = "dev"  # dev | prod; prod refuses unsafe settings
+    data_dir: Path = field(default_factory=lambda: Path("index"))
+
+    # media safety
+    max_pixels: int = 50_000_000  # decompression-bomb cap, checked from the header
+    max_body_bytes: int = 20 * 1024 * 1024
+    fast_decode: bool = True  # reduced-size JPEG decode for *matching* (never for exports)
+
+    # matching
+    pdq_min_quality: int = 50  # PDQ below this quality is not used to decide
+    dihedral: bool = True  # search the 8 rotations/flips of a PDQ query
+
+    # API
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    docs_enabled: bool = False
+    rate_limit_per_minute: int = 6000  # per key; 0 disables (refused in prod)
+    hash_concurrency: int = 4  # concurrent decode+hash jobs off the event loop
+    webhook_url: str = ""
+    index_refresh_seconds: float = 0.5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from HASHSVC_* variables (explicit overrides win)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: object) -> Settings:
+        s = replace(self, **changes)  # type: ignore[arg-type]
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.env not in ("dev", "prod"):
+            raise ConfigError(f"HASHSVC_ENV must be dev or prod, got {self.env!r}")
+        for name in ("max_pixels", "max_body_bytes", "workers", "hash_concurrency"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"HASHSVC_{name.upper()} must be positive")
+        if not 0 <= self.pdq_min_quality <= 100:
+            raise ConfigError("HASHSVC_PDQ_MIN_QUALITY must be within 0..100")
+        if self.env == "prod":
+            if self.docs_enabled and self.host not in ("127.0.0.1", "::1", "localhost"):
+                raise ConfigError("interactive /docs on a non-loopback bind is refused in prod")
+            if self.rate_limit_per_minute <= 0:
+                raise ConfigError("a per-key rate limit is required in prod")
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.data_dir) / "hashsvc.db"
+
+
+def _coerce(name: str, type_name: object, raw: str) -> object:
+    t = str(type_name)
+    try:
+        if t == "bool":
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+        if t == "int":
+            return int(raw)
+        if t == "float":
+            return float(raw)
+        if t == "Path":
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"HASHSVC_{name.upper()}={raw!r} is not a valid {t}") from None
