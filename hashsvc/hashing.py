@@ -1,0 +1,193 @@
+"""Media bytes -> hashes: PDQ (+quality, + dihedral variants), pHash, MD5, SHA-256.
+
+Two decode paths, one set of hash functions:
+
+- `HashPath.REFERENCE`: full-resolution RGB decode, PDQ computed exactly as Meta's
+  reference (`pdqhash` on a full Pillow decode; our numba port in `pdq_fast` is
+  bit-identical to it and ~10x faster), pHash exactly as `imagehash.phash`. Every hash
+  that leaves the service (`hashsvc hash`, enrollment, exports) uses this path.
+- `HashPath.FAST`: for matching uploads. The JPEG decoder emits the luma plane directly
+  (no chroma upsampling, no colour conversion) and large JPEGs are decoded at 1/2..1/8
+  scale via the DCT (see `media.FAST_MIN_SIDE`); pHash resizes from a box-reduced image.
+  Its drift against the reference is measured in bench/hashing.py and bounded there.
+
+Only the signal types asked for are computed. The functions that take pixels are pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from hashsvc import media
+from hashsvc.signals import Hash, SignalType
+
+#: Order of `pdqhash.compute_dihedral` and of `MediaHashes.pdq_dihedral`.
+DIHEDRAL_NAMES: tuple[str, ...] = (
+    "original",
+    "rotate90",
+    "rotate180",
+    "rotate270",
+    "flipx",
+    "flipy",
+    "flip_plus1",
+    "flip_minus1",
+)
+
+ALL_SIGNALS: frozenset[SignalType] = frozenset(SignalType)
+PIXEL_SIGNALS: frozenset[SignalType] = frozenset({SignalType.PDQ, SignalType.PHASH})
+
+
+class HashPath(StrEnum):
+    """Which decode path produced the perceptual hashes."""
+
+    REFERENCE = "reference"
+    FAST = "fast"
+
+
+@dataclass(frozen=True)
+class MediaHashes:
+    """The hashes of one media file. Absent signals are None."""
+
+    md5: Hash | None = None
+    sha256: Hash | None = None
+    pdq: Hash | None = None
+    pdq_quality: int | None = None
+    phash: Hash | None = None
+    #: the 8 dihedral PDQ variants in DIHEDRAL_NAMES order ([0] == pdq), when asked for
+    pdq_dihedral: tuple[Hash, ...] = field(default=())
+    path: HashPath = HashPath.REFERENCE
+
+    def get(self, signal: SignalType) -> Hash | None:
+        return {
+            SignalType.PDQ: self.pdq,
+            SignalType.PHASH: self.phash,
+            SignalType.MD5: self.md5,
+            SignalType.SHA256: self.sha256,
+        }[signal]
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape (`hashsvc hash`, `/v1/hash`): hex strings, no variants."""
+        out: dict[str, Any] = {}
+        if self.pdq is not None:
+            out["pdq"] = self.pdq.hex
+            out["pdq_quality"] = self.pdq_quality
+        if self.phash is not None:
+            out["phash"] = self.phash.hex
+        if self.md5 is not None:
+            out["md5"] = self.md5.hex
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256.hex
+        return out
+
+
+# --- pure hash functions -------------------------------------------------------------
+
+
+def md5(data: bytes) -> Hash:
+    return Hash(SignalType.MD5, hashlib.md5(data, usedforsecurity=False).digest())
+
+
+def sha256(data: bytes) -> Hash:
+    return Hash(SignalType.SHA256, hashlib.sha256(data).digest())
+
+
+def pdq(pixels: np.ndarray) -> tuple[Hash, int]:
+    """PDQ of uint8 RGB (H, W, 3) or luma (H, W) pixels -> (hash, quality 0..100)."""
+    from hashsvc import pdq_fast
+
+    if pixels.ndim == 3:
+        bits, quality = pdq_fast.pdq_from_rgb(pixels)
+    else:
+        bits, quality = pdq_fast.pdq_from_gray_u8(pixels)
+    return Hash.from_bits(SignalType.PDQ, bits), int(quality)
+
+
+def pdq_dihedral(pixels: np.ndarray) -> tuple[tuple[Hash, ...], int]:
+    """The 8 rotation/flip PDQ variants (DIHEDRAL_NAMES order), from one filter pass."""
+    from hashsvc import pdq_fast
+
+    if pixels.ndim == 3:
+        bits, quality = pdq_fast.pdq_dihedral_from_rgb(pixels)
+    else:
+        luma = np.ascontiguousarray(pixels, dtype=np.float32)
+        bits, quality = pdq_fast.pdq_dihedral_from_luma(luma)
+    return tuple(Hash.from_bits(SignalType.PDQ, b) for b in bits), int(quality)
+
+
+def phash(image: Image.Image, *, prereduce: bool = False) -> Hash:
+    """64-bit pHash, bit-identical to `imagehash.phash` (hash_size 8, highfreq_factor 4).
+
+    The 32x32 DCT is a matrix product here instead of scipy.fftpack, which imagehash
+    imports on first use at ~0.7 s: the CLI must start fast. tests/test_hashing.py
+    checks equality with imagehash. prereduce=True first box-reduces large images to
+    >= 4x the working size, making the Lanczos resize ~10x cheaper for 0-2 bits drift.
+    """
+    if prereduce:
+        factor = min(image.size) // 128
+        if factor >= 2:
+            image = image.reduce(factor)
+    small = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    pixels = np.asarray(small, dtype=np.float64)
+    coeffs = (_DCT32 @ pixels @ _DCT32.T)[:8, :8]
+    return Hash.from_bits(SignalType.PHASH, (coeffs > np.median(coeffs)).ravel())
+
+
+def _dct_ii_matrix(n: int) -> np.ndarray:
+    """Unnormalised DCT-II (scipy.fftpack.dct type 2): 2 cos(pi k (2m + 1) / 2n)."""
+    k = np.arange(n)[:, None]
+    m = np.arange(n)[None, :]
+    return 2.0 * np.cos(np.pi * k * (2 * m + 1) / (2 * n))
+
+
+_DCT32 = _dct_ii_matrix(32)
+
+
+# --- orchestration ---------------------------------------------------------------------
+
+
+def hash_media(
+    data: bytes,
+    signals: Collection[SignalType] = ALL_SIGNALS,
+    *,
+    path: HashPath = HashPath.REFERENCE,
+    dihedral: bool = False,
+    max_pixels: int = media.DEFAULT_MAX_PIXELS,
+) -> MediaHashes:
+    """Hash image bytes in memory. Raises MediaRejected for anything undecodable.
+
+    Cryptographic hashes are of the original bytes. Pixels are decoded only when a
+    perceptual signal is asked for; when only MD5/SHA-256 are wanted, the bytes are still
+    validated as an image so the caller gets the same rejection either way.
+    """
+    wanted = set(signals)
+    fast = path is HashPath.FAST
+    decoded = media.decode(
+        data, max_pixels=max_pixels, mode="L" if fast else "RGB", fast=fast
+    )
+    values: dict[str, Any] = {"path": path}
+    if SignalType.MD5 in wanted:
+        values["md5"] = md5(data)
+    if SignalType.SHA256 in wanted:
+        values["sha256"] = sha256(data)
+    if SignalType.PDQ in wanted:
+        pixels = decoded.array()
+        if dihedral:
+            variants, quality = pdq_dihedral(pixels)
+            values.update(pdq=variants[0], pdq_quality=quality, pdq_dihedral=variants)
+        else:
+            values["pdq"], values["pdq_quality"] = pdq(pixels)
+    if SignalType.PHASH in wanted:
+        values["phash"] = phash(decoded.image, prereduce=fast)
+    return MediaHashes(**values)
+
+
+def parse_signals(names: Iterable[str]) -> frozenset[SignalType]:
+    """`["pdq", "md5"]` -> signal types; raises InvalidHash naming an unknown one."""
+    return frozenset(SignalType.parse(n) for n in names)
