@@ -1,0 +1,253 @@
+"""`hashsvc lists ...`: create, import, enroll, inspect, export and edit trusted lists.
+
+After any change the saved search index is brought up to date, so the next `match`
+starts from a current index instead of replaying the change log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hashsvc.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    DataDir,
+    emit,
+    errors_to_exit,
+    fail,
+    say,
+    settings_for,
+)
+from hashsvc.config import Settings
+
+app = typer.Typer(help="Manage trusted hash lists.", no_args_is_help=True)
+
+
+def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    from hashsvc.store import Store
+
+    return Store.open(settings.db_path)
+
+
+def _sync_index(settings: Settings, store) -> None:  # type: ignore[no-untyped-def]
+    """Catch the saved index up with the store and save it."""
+    from hashsvc.index_sync import IndexSet
+
+    IndexSet.open(store, settings.data_dir).save()
+
+
+@app.command("create")
+def create(
+    name: str,
+    action: Annotated[str, typer.Option(help="block or report")],
+    pdq_threshold: Annotated[int | None, typer.Option(help="Max PDQ distance (default 31).")] = None,
+    phash_threshold: Annotated[
+        int | None, typer.Option(help="Max pHash distance (default 10).")
+    ] = None,
+    description: Annotated[str, typer.Option()] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Create a list."""
+    settings = settings_for(data_dir)
+    with errors_to_exit(), _store(settings) as store:
+        lst = store.create_list(name, action, pdq_threshold, phash_threshold, description)
+        emit(_list_json(lst, store))
+
+
+@app.command("import")
+def import_(
+    name: str,
+    file: Path,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or txt")] = None,
+    signal_type: Annotated[str | None, typer.Option(help="For txt: the hashes' type.")] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Import the valid lines and report the rest.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Import a list file. Every line is validated first; any bad line imports nothing
+    (unless --skip-invalid). Re-importing a file adds nothing twice."""
+    from hashsvc.hashlist import parse_list
+    from hashsvc.signals import SignalType
+
+    settings = settings_for(data_dir)
+    with errors_to_exit():
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            fail(f"{file}: cannot read ({e.strerror or e})")
+        sig = SignalType.parse(signal_type) if signal_type else None
+        parsed = parse_list(data, fmt, signal_type=sig, source_name=str(file))
+        if not skip_invalid:
+            parsed.raise_if_invalid()
+        for p in parsed.problems:
+            say(f"{file}: {p} (skipped)")
+        with _store(settings) as store:
+            result = store.import_entries(
+                name, parsed.entries, source_name=file.name, file_sha256=parsed.sha256
+            )
+            _sync_index(settings, store)
+    emit(
+        {
+            "list": name,
+            "added": result.added,
+            "skipped_duplicates": result.skipped_duplicates,
+            "invalid_skipped": len(parsed.problems),
+            "batch_id": result.batch_id,
+        }
+    )
+
+
+@app.command("enroll")
+def enroll(
+    name: str,
+    paths: Annotated[list[Path], typer.Argument(help="Media files or directories.")],
+    category: Annotated[str, typer.Option()] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Hash media files (reference PDQ, pHash, MD5, SHA-256) into a list."""
+    from hashsvc import enrollment
+    from hashsvc.media import read_bytes
+    from hashsvc.walk import WalkError, iter_files
+
+    settings = settings_for(data_dir)
+    walk_errors: list[str] = []
+
+    def items():  # type: ignore[no-untyped-def]
+        for item in iter_files(paths):
+            if isinstance(item, WalkError):
+                walk_errors.append(f"{item.path}: {item.message}")
+                continue
+            try:
+                yield str(item), read_bytes(item)
+            except Exception as e:  # unreadable file: report, keep going
+                walk_errors.append(str(e))
+
+    with errors_to_exit(), _store(settings) as store:
+        out = enrollment.enroll(
+            store, name, items(), category=category, max_pixels=settings.max_pixels
+        )
+        _sync_index(settings, store)
+    for message in walk_errors:
+        say(message)
+    for p in out.problems:
+        say(f"{p.name}: {p.message}")
+    emit(
+        {
+            "list": name,
+            "files": out.files,
+            "enrolled_files": out.files - len(out.problems),
+            "added": out.result.added if out.result else 0,
+            "skipped_duplicates": out.result.skipped_duplicates if out.result else 0,
+            "errors": len(out.problems) + len(walk_errors),
+        }
+    )
+    raise typer.Exit(EXIT_ERROR if out.problems or walk_errors else EXIT_OK)
+
+
+@app.command("ls")
+def ls(data_dir: DataDir = None) -> None:
+    """List the lists, one JSON line each."""
+    settings = settings_for(data_dir)
+    with errors_to_exit(), _store(settings) as store:
+        for lst in store.lists():
+            emit(_list_json(lst, store))
+
+
+@app.command("show")
+def show(name: str, data_dir: DataDir = None) -> None:
+    """A list's settings, entry counts and import batches."""
+    settings = settings_for(data_dir)
+    with errors_to_exit(), _store(settings) as store:
+        lst = store.get_list(name)
+        record = _list_json(lst, store)
+        record["batches"] = [
+            {
+                "id": b.id,
+                "source": b.source_name,
+                "sha256": b.file_sha256,
+                "origin": b.origin,
+                "added": b.added,
+                "skipped_duplicates": b.skipped_duplicates,
+                "at": _iso(b.created_at),
+            }
+            for b in store.import_batches(name)
+        ]
+        emit(record)
+
+
+@app.command("export")
+def export(
+    name: str,
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    data_dir: DataDir = None,
+) -> None:
+    """Write a list's enabled entries to stdout in a format `lists import` reads."""
+    from hashsvc.hashlist import format_export
+
+    settings = settings_for(data_dir)
+    with errors_to_exit(), _store(settings) as store:
+        store.get_list(name)
+        rows = list(store.entries(name, enabled_only=True))
+        sys.stdout.buffer.write(format_export(rows, fmt))
+        sys.stdout.flush()
+
+
+@app.command("disable")
+def disable(
+    entry_id: int,
+    hours: Annotated[
+        float | None, typer.Option(help="Re-enable by itself after this many hours.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Stop an entry from matching (a false-positive switch, effective at once)."""
+    settings = settings_for(data_dir)
+    with errors_to_exit(), _store(settings) as store:
+        until = time.time() + hours * 3600 if hours else None
+        entry = store.set_enabled(entry_id, False, until=until)
+        _sync_index(settings, store)
+        emit({"entry_id": entry.id, "list": entry.list_name, "enabled": False,
+              "disabled_until": _iso(until) if until else None})  # fmt: skip
+
+
+@app.command("enable")
+def enable(entry_id: int, data_dir: DataDir = None) -> None:
+    """Let a disabled entry match again."""
+    settings = settings_for(data_dir)
+    with errors_to_exit(), _store(settings) as store:
+        entry = store.set_enabled(entry_id, True)
+        _sync_index(settings, store)
+        emit({"entry_id": entry.id, "list": entry.list_name, "enabled": True})
+
+
+@app.command("remove")
+def remove(entry_id: int, data_dir: DataDir = None) -> None:
+    """Delete an entry for good."""
+    settings = settings_for(data_dir)
+    with errors_to_exit(), _store(settings) as store:
+        store.remove_entry(entry_id)
+        _sync_index(settings, store)
+        emit({"entry_id": entry_id, "removed": True})
+
+
+def _list_json(lst, store) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "name": lst.name,
+        "action": lst.action.value,
+        "pdq_threshold": lst.pdq_threshold,
+        "phash_threshold": lst.phash_threshold,
+        "description": lst.description,
+        "options": lst.options,
+        "entries": store.count_entries(lst.name),
+        "created_at": _iso(lst.created_at),
+    }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

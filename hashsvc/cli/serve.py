@@ -1,0 +1,76 @@
+"""`hashsvc serve`: the REST API under uvicorn.
+
+uvicorn runs the app *factory* (`hashsvc.api.app:app_from_env`), so every worker process
+builds its own app, Matcher and index from the same settings; the settings reach the
+workers as `HASHSVC_*` environment variables, which this command sets from its options.
+Before the workers start, the saved index is brought up to date once, so N workers do not
+each replay (or rebuild) the same backlog. With several workers, Prometheus samples go
+to a fresh private directory that `/metrics` on any worker aggregates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hashsvc.cli.common import DataDir, errors_to_exit, say, settings_for
+from hashsvc.config import Settings
+
+
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
+    data_dir: DataDir = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Serve the API (each worker holds its own copy of the index)."""
+    settings = settings_for(data_dir, host=host, port=port, workers=workers)
+    run(settings, log_level=log_level)
+
+
+def run(settings: Settings, *, log_level: str = "info") -> None:
+    """Run uvicorn for these settings until it stops (shared with `make run`)."""
+    import uvicorn
+
+    from hashsvc.api.context import log_config
+    from hashsvc.index_sync import IndexSet
+    from hashsvc.store import Store
+
+    with errors_to_exit(), Store.open(settings.db_path) as store:
+        IndexSet.open(store, settings.data_dir).save()
+
+    env = {
+        "HASHSVC_ENV": settings.env,
+        "HASHSVC_DATA_DIR": str(Path(settings.data_dir).resolve()),
+        "HASHSVC_HOST": settings.host,
+        "HASHSVC_PORT": str(settings.port),
+        "HASHSVC_WORKERS": str(settings.workers),
+    }
+    os.environ.update(env)
+    metrics_dir = None
+    if settings.workers > 1:
+        metrics_dir = tempfile.mkdtemp(prefix="hashsvc-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    say(f"hashsvc: serving on http://{settings.host}:{settings.port} "
+        f"({settings.workers} worker(s), data in {settings.data_dir})")  # fmt: skip
+    try:
+        uvicorn.run(
+            "hashsvc.api.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=log_config(log_level),
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
