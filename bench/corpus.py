@@ -1,0 +1,120 @@
+"""Benign photo corpus for the benchmarks: reproducible, and never anything but benign.
+
+Sources, in this order (whatever is installed is used; the list printed by each
+benchmark says what was):
+- Meta's PDQ test photos in ../shared/testdata/pdq (bridge, desk, street scenes);
+- scikit-image's bundled sample photos of objects and scenes (no people);
+- Debian's wallpaper packages (`make bench-data` installs mate-backgrounds,
+  ukui-wallpapers and plasma-workspace-wallpapers): /usr/share/backgrounds and
+  /usr/share/wallpapers.
+
+Large photos are cut into non-overlapping tiles so that one wallpaper gives several
+distinct images. Everything is deterministic given the installed files.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = REPO.parent / "shared" / "testdata" / "pdq"
+WALLPAPER_DIRS = (Path("/usr/share/backgrounds"), Path("/usr/share/wallpapers"))
+SKIMAGE_PHOTOS = ("coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png",
+                  "hubble_deep_field.jpg", "gravel.png", "brick.png", "grass.png",
+                  "color.png", "horse.png")  # fmt: skip
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+@cache
+def source_paths() -> tuple[Path, ...]:
+    """Every source photo, deduplicated by content size+name, sorted for stability."""
+    paths: list[Path] = []
+    if TESTDATA.is_dir():
+        paths += sorted((TESTDATA / "reg-test-input" / "exif-rotn").glob("*.jpg"))
+        paths += [TESTDATA / "bridge-mods" / "aaa-orig.jpg",
+                  TESTDATA / "reg-test-input" / "pen-and-coaster.png"]  # fmt: skip
+        paths += sorted((TESTDATA / "reg-test-input" / "labelme-subset").glob("*.jpg"))
+    try:
+        import skimage.data
+
+        base = Path(skimage.data.__file__).parent
+        paths += [base / name for name in SKIMAGE_PHOTOS if (base / name).exists()]
+    except ImportError:
+        pass
+    for d in WALLPAPER_DIRS:
+        if d.is_dir():
+            paths += sorted(p for p in d.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for p in paths:
+        key = (p.parent.parent.name if p.parent.name == "images" else p.stem, p.stat().st_size)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return tuple(out)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    img = Image.open(path)
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("RGBA", "LA", "PA", "P"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def tiles(size: tuple[int, int], limit: int | None = None) -> Iterator[Image.Image]:
+    """Non-overlapping `size` tiles cut from every source; small sources are resized
+    to fit one tile (keeping them distinct images)."""
+    tw, th = size
+    count = 0
+    for path in source_paths():
+        img = load_rgb(path)
+        w, h = img.size
+        if w < tw or h < th:
+            scale = max(tw / w, th / h)
+            img = img.resize((max(tw, round(w * scale)), max(th, round(h * scale))),
+                             Image.Resampling.LANCZOS)  # fmt: skip
+            w, h = img.size
+        for y in range(0, h - th + 1, th):
+            for x in range(0, w - tw + 1, tw):
+                yield img.crop((x, y, x + tw, y + th))
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+
+def large_photos(size: tuple[int, int] = (3264, 2448)) -> Iterator[Image.Image]:
+    """One ~8 MP image per source at least 0.75x that size: a centred crop to the
+    aspect ratio, resized (mostly down) to `size`."""
+    tw, th = size
+    for path in source_paths():
+        with Image.open(path) as probe:
+            w, h = probe.size
+        if min(w, h) < 0.75 * th or max(w, h) < 0.75 * tw:
+            continue
+        img = load_rgb(path)
+        yield ImageOps.fit(img, size, Image.Resampling.LANCZOS)
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def describe() -> str:
+    """One line naming what the corpus was built from (for RESULTS.md)."""
+    groups: dict[str, int] = {}
+    for p in source_paths():
+        s = str(p)
+        key = ("shared/testdata" if "testdata" in s else "scikit-image" if "skimage" in s
+               else "/usr/share/backgrounds" if "backgrounds" in s else "/usr/share/wallpapers")
+        groups[key] = groups.get(key, 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in groups.items())
