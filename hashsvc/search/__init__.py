@@ -1,0 +1,61 @@
+"""Search core: exact Hamming range search of PDQ-256 / pHash-64 codes (``BinaryIndex``).
+
+Importing this package is cheap on purpose (numpy is not even imported): ``BinaryIndex``
+and the errors are resolved on first attribute access, and numba kernels / faiss are
+imported on first use, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ChecksumMismatchError,
+    DuplicateIdError,
+    IndexCorruptError,
+    InvalidInputError,
+    ManifestError,
+    SearchError,
+)
+
+if TYPE_CHECKING:
+    from .index import BinaryIndex
+
+__all__ = [
+    "BinaryIndex",
+    "ChecksumMismatchError",
+    "DuplicateIdError",
+    "IndexCorruptError",
+    "InvalidInputError",
+    "ManifestError",
+    "SearchError",
+    "warmup",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BinaryIndex":
+        from .index import BinaryIndex
+
+        return BinaryIndex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def warmup() -> None:
+    """Load (or on first run compile) every numba kernel now rather than on the first query.
+
+    A service calls this at startup so the first request does not pay seconds of JIT; the
+    compiled code is cached on disk, so later processes load it in well under a second.
+    """
+    import numpy as np
+
+    from .index import BinaryIndex
+
+    rng = np.random.default_rng(0)
+    for bits, strategy in ((256, "mih"), (256, "flat"), (64, "flat"), (64, "mih")):
+        idx = BinaryIndex(bits, strategy=strategy, build_threads=1)
+        codes = rng.integers(0, 256, size=(64, bits // 8), dtype=np.uint8)
+        idx.add(np.arange(64), codes)
+        idx.add(np.array([1000]), codes[:1])
+        idx.search(codes[0], 8)
+        idx.search_batch(codes[:4], 8)

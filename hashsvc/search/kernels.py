@@ -1,0 +1,607 @@
+"""Numba kernels: popcount, brute-force range scans, multi-index-hashing probes, table build.
+
+Why numba and not FAISS for the hot loops: FAISS's multi-index range search keeps its
+buckets in ``unordered_map``s (slow, ~6 GB at 10M with 11 tables), has no remove, and its
+flat scan is no faster than a tight popcount loop. Every kernel is
+``nogil`` so the batch path can run chunks on plain Python threads (see ``index.py`` for why
+we avoid numba's own threading layer), and ``cache=True`` so a process compiles each kernel
+once per machine, not once per start.
+
+Conventions shared by all kernels:
+
+* codes are C-contiguous ``uint64`` arrays of shape ``(n, W)`` passed *flattened* (``c``),
+  W = bits // 64. The 64-bit words are the little-endian view of the packbits bytes; the
+  bit order inside a word is irrelevant for Hamming distance as long as queries and
+  entries use the same view, which they do.
+* ``dead`` is a ``bool`` tombstone mask by row; checked only for rows within the radius, so
+  it costs nothing on the (vast majority of) non-matching rows.
+* results are appended to growable ``(out_ids int64, out_d int32, cnt)`` buffers; kernels
+  return the (possibly reallocated) buffers and the new count.
+* all arithmetic on codes is kept in ``uint64`` with explicit casts: numba promotes mixed
+  ``uint64``/``int64`` expressions to float64, which would be both wrong and slow.
+
+Importing this module imports numba (≈0.3 s) and loads or compiles the kernels lazily on
+first call; ``hashsvc.search`` only imports it on first use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_U1 = np.uint64(1)
+
+
+@intrinsic
+def _ctpop(typingctx, x):  # type: ignore[no-untyped-def]
+    """``llvm.ctpop.i64`` as an int64: compiles to ``popcnt`` (vectorised where LLVM can).
+
+    numba has no ``np.bitwise_count`` in nopython mode, hence the intrinsic.
+    """
+    if not isinstance(x, types.Integer) or x.bitwidth != 64:
+        return None
+    sig = types.int64(x)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        (val,) = args
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
+        return builder.call(fn, [val])
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+    """``llvm.prefetch`` of ``arr[idx]`` (read, keep in all cache levels).
+
+    MIH is a few thousand independent DRAM misses per query; a tight prefetch loop ahead of
+    the (many-uop) verify loop lets more of them be in flight at once than the reorder
+    buffer allows when the loads sit inside the heavy loop body.
+    """
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [i8p, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def popcount64(x: np.uint64) -> int:
+    """Population count of one 64-bit word (exposed for tests)."""
+    return _ctpop(x)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@njit(cache=True, nogil=True)
+def _grow(out_ids: np.ndarray, out_d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Double the result buffers (amortised O(1) append)."""
+    cap = max(16, out_ids.shape[0] * 2)
+    ni = np.empty(cap, np.int64)
+    nd = np.empty(cap, np.int32)
+    ni[: out_ids.shape[0]] = out_ids
+    nd[: out_d.shape[0]] = out_d
+    return ni, nd
+
+
+@njit(cache=True, nogil=True)
+def _extract(c: np.ndarray, base: int, start: int, length: int) -> np.uint64:
+    """Bits ``[start, start+length)`` of the code whose first word is ``c[base]``.
+
+    A substring may straddle two words (e.g. bits 46..68 for 11 substrings of 256 bits).
+    ``length`` must be in 1..63.
+    """
+    w = start >> 6
+    off = np.uint64(start & 63)
+    v = c[base + w] >> off
+    if (start & 63) + length > 64:
+        v |= c[base + w + 1] << (np.uint64(64) - off)
+    return v & ((_U1 << np.uint64(length)) - _U1)
+
+
+# --------------------------------------------------------------------------- flat scan
+
+_BLOCK = 256  # rows per block of the scan: its distances and hits stay in L1
+
+
+@njit(cache=True, nogil=True)
+def _append_block(
+    out_ids: np.ndarray, out_d: np.ndarray, cnt: int, bi: np.ndarray, bd: np.ndarray, nb: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Append ``nb`` buffered hits, growing the output once if needed."""
+    while cnt + nb > out_ids.shape[0]:
+        out_ids, out_d = _grow(out_ids, out_d)
+    out_ids[cnt : cnt + nb] = bi[:nb]
+    out_d[cnt : cnt + nb] = bd[:nb]
+    return out_ids, out_d, cnt + nb
+
+
+@njit(cache=True, nogil=True)
+def flat_scan(
+    c: np.ndarray,
+    W: int,
+    n: int,
+    ids: np.ndarray,
+    dead: np.ndarray,
+    q: np.ndarray,
+    radius: int,
+    out_ids: np.ndarray,
+    out_d: np.ndarray,
+    cnt: int,
+    bi: np.ndarray,
+    bd: np.ndarray,
+    dist: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Append every live row of ``c[:n]`` within ``radius`` of ``q`` (brute force).
+
+    Two passes per block of rows: a branch-free pass storing distances and counting hits
+    (LLVM vectorises it), then only for a block that has a hit, a pass over the stored
+    distances into a block-sized buffer. Hits never touch the growable output inside the
+    row loops: an array that may be reallocated inside a loop costs numba reference-count
+    traffic on every iteration (measured 4x slower with ~500 hits per query).
+    ``bi``/``bd``/``dist`` are caller-owned scratch of ``_BLOCK`` entries.
+    """
+    for s in range(0, n, _BLOCK):
+        e = min(s + _BLOCK, n)
+        hit = 0
+        if W == 1:
+            q0 = q[0]
+            for i in range(s, e):
+                d = _ctpop(c[i] ^ q0)
+                dist[i - s] = d
+                hit += np.int64(d <= radius)
+        else:  # W == 4 (the index only supports 64- and 256-bit codes)
+            q0, q1, q2, q3 = q[0], q[1], q[2], q[3]
+            for i in range(s, e):
+                b = 4 * i
+                d = (
+                    _ctpop(c[b] ^ q0)
+                    + _ctpop(c[b + 1] ^ q1)
+                    + _ctpop(c[b + 2] ^ q2)
+                    + _ctpop(c[b + 3] ^ q3)
+                )
+                dist[i - s] = d
+                hit += np.int64(d <= radius)
+        if hit == 0:
+            continue
+        nb = 0
+        for i in range(s, e):
+            d = dist[i - s]
+            if d <= radius and not dead[i]:
+                bi[nb] = ids[i]
+                bd[nb] = d
+                nb += 1
+        if nb:
+            out_ids, out_d, cnt = _append_block(out_ids, out_d, cnt, bi, bd, nb)
+    return out_ids, out_d, cnt
+
+
+@njit(cache=True, nogil=True)
+def flat_batch(
+    c: np.ndarray,
+    W: int,
+    n: int,
+    ids: np.ndarray,
+    dead: np.ndarray,
+    Q: np.ndarray,
+    radius: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Brute-force range search of many queries; returns CSR ``(lims, ids, dists)``.
+
+    Rows are the outer loop (in L2-sized blocks) and queries the inner one, so each block
+    of the code array is read from DRAM once per batch instead of once per query: the batch
+    becomes compute-bound rather than bandwidth-bound. Also the single-query entry point
+    (a batch of one), so ``flat_scan`` is compiled into one caller only.
+    """
+    nq = Q.shape[0]
+    qflat = Q.reshape(-1)
+    cap = 64
+    tq = np.empty(cap, np.int64)
+    ti = np.empty(cap, np.int64)
+    td = np.empty(cap, np.int32)
+    cnt = 0
+    bi = np.empty(_BLOCK, np.int64)
+    bd = np.empty(_BLOCK, np.int32)
+    dist = np.empty(_BLOCK, np.int32)
+    blk = 4096 if nq > 1 else max(n, 1)  # a single query needs no row blocking
+    for s in range(0, n, blk):
+        e = min(s + blk, n)
+        for j in range(nq):
+            qv = qflat[j * W : (j + 1) * W]
+            m0 = cnt
+            # reuse the single-query kernel on the block (ids/dead sliced to the block)
+            ti2, td2, cnt2 = flat_scan(
+                c[s * W : e * W], W, e - s, ids[s:e], dead[s:e], qv, radius, ti, td, cnt,
+                bi, bd, dist,
+            )
+            ti, td, cnt = ti2, td2, cnt2
+            if cnt > tq.shape[0]:
+                nt = np.empty(ti.shape[0], np.int64)
+                nt[: tq.shape[0]] = tq
+                tq = nt
+            tq[m0:cnt] = j
+    return _triplets_to_csr(nq, tq, ti, td, cnt)
+
+
+@njit(cache=True, nogil=True)
+def _triplets_to_csr(
+    nq: int, tq: np.ndarray, ti: np.ndarray, td: np.ndarray, cnt: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stable counting sort of ``(query, id, dist)`` triplets by query into CSR form."""
+    lims = np.zeros(nq + 1, np.int64)
+    for k in range(cnt):
+        lims[tq[k] + 1] += 1
+    for j in range(nq):
+        lims[j + 1] += lims[j]
+    pos = lims[:-1].copy()
+    oi = np.empty(cnt, np.int64)
+    od = np.empty(cnt, np.int32)
+    for k in range(cnt):
+        p = pos[tq[k]]
+        oi[p] = ti[k]
+        od[p] = td[k]
+        pos[tq[k]] = p + 1
+    return lims, oi, od
+
+
+@njit(cache=True, nogil=True)
+def merge_csr(
+    l1: np.ndarray,
+    i1: np.ndarray,
+    d1: np.ndarray,
+    l2: np.ndarray,
+    i2: np.ndarray,
+    d2: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate two CSR results over the same queries, query by query."""
+    nq = l1.shape[0] - 1
+    lims = np.empty(nq + 1, np.int64)
+    lims[0] = 0
+    tot = (l1[nq] - l1[0]) + (l2[nq] - l2[0])
+    oi = np.empty(tot, np.int64)
+    od = np.empty(tot, np.int32)
+    p = 0
+    for j in range(nq):
+        for k in range(l1[j], l1[j + 1]):
+            oi[p] = i1[k]
+            od[p] = d1[k]
+            p += 1
+        for k in range(l2[j], l2[j + 1]):
+            oi[p] = i2[k]
+            od[p] = d2[k]
+            p += 1
+        lims[j + 1] = p
+    return lims, oi, od
+
+
+# --------------------------------------------------------------------------- MIH build
+
+
+@njit(cache=True, nogil=True)
+def build_direct_table(
+    c: np.ndarray,
+    W: int,
+    n: int,
+    start: int,
+    length: int,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    keys: np.ndarray,
+    lo_tmp: np.ndarray,
+) -> None:
+    """Counting sort of rows by the substring ``[start, start+length)``.
+
+    Fills ``offsets`` (``2**length + 1`` uint32: bucket k holds ``rows[offsets[k]:
+    offsets[k+1]]``) and ``rows`` (n uint32, ascending within a bucket). ``keys`` (n
+    uint32) and ``lo_tmp`` (n uint16) are caller-owned scratch, reused across tables:
+    numpy's big allocations get transparent huge pages, fresh in-kernel ones would page-fault
+    4 KiB at a time on every table.
+
+    A one-pass counting sort into 2**24 buckets is latency-bound (every increment and every
+    scatter is a DRAM miss: ~1 s per table at 10M here). So it is a two-level MSD radix
+    sort instead: pass 1 scatters rows (and their low digit) by the high digit into at most
+    ~1,000 sequential write streams; pass 2 counting-sorts each high bucket in place by
+    its low 14 bits, with its slices of ``offsets`` and ``rows`` resident in L2.
+    """
+    lo_bits = min(length, 14)
+    hi_bits = length - lo_bits
+    nhi = 1 << hi_bits
+    nlo = 1 << lo_bits
+    lo_mask = np.uint32(nlo - 1)
+    hist = np.zeros(nhi + 1, np.int64)
+    for i in range(n):
+        k = np.uint32(_extract(c, i * W, start, length))
+        keys[i] = k
+        hist[np.int64(k >> lo_bits) + 1] += 1
+    for b in range(nhi):
+        hist[b + 1] += hist[b]
+    # pass 1: stable scatter of rows (and low digits) by high digit
+    cur = hist[:-1].copy()
+    for i in range(n):
+        k = keys[i]
+        h = np.int64(k >> lo_bits)
+        p = cur[h]
+        rows[p] = i
+        lo_tmp[p] = k & lo_mask
+        cur[h] = p + 1
+    # pass 2: per high bucket, stable counting sort by low digit, in place via a copy
+    biggest = 0
+    for b in range(nhi):
+        biggest = max(biggest, hist[b + 1] - hist[b])
+    buf = np.empty(biggest, np.uint32)
+    cnt = np.empty(nlo + 1, np.int64)
+    for b in range(nhi):
+        s = hist[b]
+        e = hist[b + 1]
+        cnt[:] = 0
+        for p in range(s, e):
+            cnt[np.int64(lo_tmp[p]) + 1] += 1
+            buf[p - s] = rows[p]
+        base = b << lo_bits
+        acc = s
+        for j in range(nlo):
+            acc += cnt[j]
+            cnt[j] = acc
+            offsets[base + j] = acc
+        for p in range(s, e):
+            lo = np.int64(lo_tmp[p])
+            q = cnt[lo]
+            rows[q] = buf[p - s]
+            cnt[lo] = q + 1
+    offsets[nhi << lo_bits] = n
+
+
+@njit(cache=True, nogil=True)
+def substring_keys(c: np.ndarray, W: int, n: int, start: int, length: int) -> np.ndarray:
+    """Substring keys of every row, for the sorted-keys table layout (wide substrings)."""
+    keys = np.empty(n, np.uint64)
+    for i in range(n):
+        keys[i] = _extract(c, i * W, start, length)
+    return keys
+
+
+@njit(cache=True, nogil=True)
+def flip_masks(length: int, r: int, total: int) -> np.ndarray:
+    """All ``length``-bit masks with at most ``r`` bits set, by popcount (Gosper's hack).
+
+    ``total`` is the count (sum of binomials), computed exactly by the caller.
+    """
+    out = np.empty(total, np.uint64)
+    k = 0
+    limit = np.uint64(1) << np.uint64(length)
+    for bits_set in range(0, min(r, length) + 1):
+        if bits_set == 0:
+            out[k] = 0
+            k += 1
+            continue
+        v = (np.uint64(1) << np.uint64(bits_set)) - np.uint64(1)
+        while v < limit:
+            out[k] = v
+            k += 1
+            c = v & (~v + np.uint64(1))
+            rr = v + c
+            v = (((rr ^ v) >> np.uint64(2)) // c) | rr
+    return out
+
+
+# --------------------------------------------------------------------------- MIH query
+
+_PF = 64  # prefetch distance (items) in the MIH query phases
+
+# Columns of the per-table ``meta`` int64 array.
+M_START = 0  # first bit of the substring
+M_LEN = 1  # substring length in bits (1..32)
+M_DIRECT = 2  # 1: offsets indexed by key; 0: sorted unique keys + binary search
+M_OFF = 3  # base of this table's offsets in ``offsets``
+M_KEY = 4  # base of this table's keys in ``keys`` (sorted layout)
+M_NKEY = 5  # number of unique keys (sorted layout)
+M_ROWS = 6  # base of this table's rows in ``rows``
+M_NCOLS = 7
+
+
+@njit(cache=True, nogil=True)
+def _mih_one(
+    c: np.ndarray,
+    W: int,
+    ids: np.ndarray,
+    dead: np.ndarray,
+    q: np.ndarray,
+    radius: int,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    offsets: np.ndarray,
+    keys: np.ndarray,
+    rows: np.ndarray,
+    masks: np.ndarray,
+    mask_off: np.ndarray,
+    x: np.ndarray,
+    plo: np.ndarray,
+    phi: np.ndarray,
+    max_cand: int,
+    out_ids: np.ndarray,
+    out_d: np.ndarray,
+    cnt: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact range search of one query through the multi-index tables.
+
+    Table t is probed at every key within ``rad[t]`` bits of the query's substring t
+    (``rad[t] == -1``: table skipped). The radii satisfy ``sum(rad + 1) >= radius + 1`` so,
+    by pigeonhole, every row within ``radius`` has some substring t within ``rad[t]`` and
+    is found. Candidates are verified with the full distance. A hit is reported only by the
+    first table that can find it (its substring distance in every earlier probed table
+    exceeds that table's radius), which dedupes exactly without a visited set.
+    ``masks[mask_off[t]:mask_off[t+1]]`` are the flip patterns to probe for table t.
+
+    The work is split in three branch-light phases (bucket bounds, candidate rows,
+    verification) instead of one nested loop: in the nested loop the bucket-size branch
+    depends on a DRAM miss and mispredicts, serialising the ~3,000 misses of a query
+    (~1 ms at 10M). Phased, each phase's misses are independent and overlap (~0.1 ms).
+    ``plo``/``phi`` are scratch arrays of at least ``mask_off[-1]`` entries.
+
+    If the probed buckets hold more than ``max_cand`` rows (a query inside a dense cluster
+    of near-identical codes, e.g. the all-zero PDQ hashes of blank images), verifying them
+    would cost more than a scan, so it returns ``-1 - cnt`` and the caller answers this
+    query with a scan instead: the MIH path is never much slower than brute force, whatever
+    the data. (Signalled rather than scanned here so ``flat_scan`` is not compiled into a
+    second entry point: each copy costs seconds of cold JIT.)
+    """
+    m = meta.shape[0]
+    # phase A: bucket bounds of every probe
+    for t in range(m):
+        if rad[t] < 0:
+            continue
+        qk = _extract(q, 0, meta[t, M_START], meta[t, M_LEN])
+        obase = meta[t, M_OFF]
+        if meta[t, M_DIRECT] == 1:
+            for s0 in range(mask_off[t], mask_off[t + 1], _PF):
+                e0 = min(s0 + _PF, mask_off[t + 1])
+                for mi in range(s0, e0):
+                    _prefetch(offsets, obase + np.int64(qk ^ masks[mi]))
+                for mi in range(s0, e0):
+                    kk = obase + np.int64(qk ^ masks[mi])
+                    plo[mi] = offsets[kk]
+                    phi[mi] = offsets[kk + 1]
+        else:
+            kbase = meta[t, M_KEY]
+            nkey = meta[t, M_NKEY]
+            for mi in range(mask_off[t], mask_off[t + 1]):
+                key = qk ^ masks[mi]
+                a = kbase
+                b = kbase + nkey
+                while a < b:
+                    mid = (a + b) >> 1
+                    if keys[mid] < key:
+                        a = mid + 1
+                    else:
+                        b = mid
+                if a < kbase + nkey and keys[a] == key:
+                    j = obase + a - kbase
+                    plo[mi] = offsets[j]
+                    phi[mi] = offsets[j + 1]
+                else:
+                    plo[mi] = 0
+                    phi[mi] = 0
+    # phase B: gather candidate rows (and the table that found each)
+    total = 0
+    for t in range(m):
+        if rad[t] >= 0:
+            for mi in range(mask_off[t], mask_off[t + 1]):
+                total += np.int64(phi[mi]) - np.int64(plo[mi])
+    if total > max_cand:
+        return out_ids, out_d, -1 - cnt  # caller scans this query instead
+    cand = np.empty(total, np.uint32)
+    ctab = np.empty(total, np.int32)
+    k = 0
+    for t in range(m):
+        if rad[t] < 0:
+            continue
+        rbase = meta[t, M_ROWS]
+        for s0 in range(mask_off[t], mask_off[t + 1], _PF):
+            e0 = min(s0 + _PF, mask_off[t + 1])
+            for mi in range(s0, e0):
+                _prefetch(rows, rbase + np.int64(plo[mi]))
+            for mi in range(s0, e0):
+                for p in range(np.int64(plo[mi]), np.int64(phi[mi])):
+                    cand[k] = rows[rbase + p]
+                    ctab[k] = t
+                    k += 1
+    # phase C: verify; report a hit only from the first table able to find it. Hits are
+    # compacted in place into cand/ctab (slot h <= k is already consumed), so the growable
+    # output is touched once per query, not inside the candidate loop (see flat_scan).
+    h = 0
+    for k in range(total):
+        if k % _PF == 0:
+            for k2 in range(k, min(k + _PF, total)):
+                _prefetch(c, np.int64(cand[k2]) * W)
+        row = np.int64(cand[k])
+        b0 = row * W
+        d = 0
+        for w in range(W):
+            d += _ctpop(c[b0 + w] ^ q[w])
+        if d > radius or dead[row]:
+            continue
+        t = ctab[k]
+        dup = False
+        if t > 0:
+            for w in range(W):
+                x[w] = c[b0 + w] ^ q[w]
+            for t2 in range(t):
+                if rad[t2] >= 0:
+                    s2 = _extract(x, 0, meta[t2, M_START], meta[t2, M_LEN])
+                    if _ctpop(s2) <= rad[t2]:
+                        dup = True
+                        break
+        if dup:
+            continue
+        cand[h] = np.uint32(row)
+        ctab[h] = d
+        h += 1
+    while cnt + h > out_ids.shape[0]:
+        out_ids, out_d = _grow(out_ids, out_d)
+    for j in range(h):
+        out_ids[cnt + j] = ids[np.int64(cand[j])]
+        out_d[cnt + j] = ctab[j]
+    cnt += h
+    return out_ids, out_d, cnt
+
+
+@njit(cache=True, nogil=True)
+def mih_batch(
+    c: np.ndarray,
+    W: int,
+    ids: np.ndarray,
+    dead: np.ndarray,
+    Q: np.ndarray,
+    radius: int,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    offsets: np.ndarray,
+    keys: np.ndarray,
+    rows: np.ndarray,
+    masks: np.ndarray,
+    mask_off: np.ndarray,
+    max_cand: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Many queries through the MIH tables, sequentially; returns CSR plus a mask of the
+    queries that must be answered by a scan instead (see ``max_cand`` in ``_mih_one``).
+
+    Also the single-query entry point (a batch of one): every extra njit entry point that
+    inlines ``_mih_one`` costs seconds of cold compile in a fresh checkout (CI).
+    """
+    nq = Q.shape[0]
+    lims = np.zeros(nq + 1, np.int64)
+    out_ids = np.empty(64, np.int64)
+    out_d = np.empty(64, np.int32)
+    x = np.empty(W, np.uint64)
+    nprobe = mask_off[-1]
+    plo = np.empty(nprobe, np.uint32)
+    phi = np.empty(nprobe, np.uint32)
+    scan = np.zeros(nq, np.bool_)
+    cnt = 0
+    for j in range(nq):
+        out_ids, out_d, c2 = _mih_one(
+            c, W, ids, dead, Q[j], radius, meta, rad, offsets, keys, rows, masks, mask_off, x,
+            plo, phi, max_cand, out_ids, out_d, cnt,
+        )
+        if c2 < 0:
+            scan[j] = True
+        else:
+            cnt = c2
+        lims[j + 1] = cnt
+    return lims, out_ids[:cnt].copy(), out_d[:cnt].copy(), scan
