@@ -34,6 +34,8 @@ class Settings:
     # matching
     pdq_min_quality: int = 50  # PDQ below this quality is not used to decide
     dihedral: bool = True  # search the 8 rotations/flips of a PDQ query
+    trim_borders: bool = True  # also search the query's content inside added borders
+    enroll_crops: bool = True  # enrollment also indexes centre/corner crops
 
     # API
     host: str = "127.0.0.1"

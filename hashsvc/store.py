@@ -30,7 +30,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,6 +117,49 @@ MIGRATIONS: list[str] = [
         at       REAL NOT NULL
     );
     PRAGMA application_id = 1752397411;
+    """,
+    # 2: the API's records (hashsvc.keys, hashsvc.reports, hashsvc.audit). No foreign
+    # keys to entries or keys: a report or an audit row must outlive what it names.
+    """
+    CREATE TABLE api_keys (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        prefix     TEXT NOT NULL UNIQUE,
+        key_hash   BLOB NOT NULL CHECK (typeof(key_hash) = 'blob' AND length(key_hash) = 32),
+        scopes     TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE reports (
+        id              INTEGER PRIMARY KEY,
+        created_at      REAL NOT NULL,
+        verdict         TEXT NOT NULL CHECK (verdict IN ('block', 'report')),
+        status          TEXT NOT NULL DEFAULT 'open'
+                        CHECK (status IN ('open', 'confirmed', 'false_positive')),
+        source          TEXT NOT NULL CHECK (source IN ('media', 'hashes')),
+        key_id          INTEGER,
+        request_id      TEXT NOT NULL DEFAULT '',
+        hashes          TEXT NOT NULL,
+        matches         TEXT NOT NULL,
+        resolved_at     REAL,
+        resolved_by     INTEGER,
+        resolution_note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX reports_by_time ON reports(created_at);
+    CREATE INDEX reports_by_status ON reports(status, id);
+    CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY,
+        at         REAL NOT NULL,
+        key_id     INTEGER,
+        request_id TEXT NOT NULL DEFAULT '',
+        action     TEXT NOT NULL,
+        verdict    TEXT CHECK (verdict IS NULL OR verdict IN ('block', 'report', 'allow')),
+        count      INTEGER NOT NULL DEFAULT 1 CHECK (count >= 1),
+        entry_ids  TEXT NOT NULL DEFAULT '[]',
+        report_id  INTEGER,
+        detail     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_by_time ON audit(at);
     """,
 ]
 
@@ -403,8 +446,13 @@ class Store:
         source_name: str,
         file_sha256: str,
         origin: str = "import",
+        variants: Mapping[Hash, Sequence[tuple[Hash, str]]] | None = None,
     ) -> ImportResult:
         """Add entries to a list in one transaction: all of them or, on any failure, none.
+
+        `variants` maps an entry's hash to extra hashes that match as that entry (crops
+        of enrolled media); they are written in the same transaction, so an enrollment is
+        never left without its variants.
 
         An entry whose (signal type, hash) the list already holds is skipped and counted,
         so re-importing a file adds nothing twice; the existing entry keeps its metadata
@@ -449,6 +497,21 @@ class Store:
                 " ON CONFLICT (signal_type, hash, list_id) DO NOTHING",
                 rows(),
             )
+            for owner, extra in (variants or {}).items():
+                row = conn.execute(
+                    "SELECT id FROM entries WHERE list_id = ? AND signal_type = ? AND hash = ?",
+                    (lst.id, owner.signal.value, owner.value),
+                ).fetchone()
+                if row is None:
+                    raise InvalidValue(f"variants given for {owner!r}, which is not imported")
+                for h, kind in extra:
+                    if not kind or len(kind) > MAX_KIND_CHARS:
+                        raise InvalidValue(f"variant kind must be 1..{MAX_KIND_CHARS} characters")
+                conn.executemany(
+                    "INSERT INTO entry_variants (entry_id, signal_type, hash, kind)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (entry_id, signal_type, hash) DO NOTHING",
+                    [(row[0], h.signal.value, h.value, kind) for h, kind in extra],
+                )
             added = conn.execute(
                 "SELECT count(*) FROM entries WHERE batch_id = ?", (batch_id,)
             ).fetchone()[0]
@@ -693,6 +756,25 @@ class Store:
                 (after, upto),
             ).fetchall()
             return [r[0] for r in rows]
+
+    # -- generic access for modules that own their own tables (keys, reports, audit) --
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on this store's connection (committed, and so durable
+        with synchronous=FULL, when the block ends; rolled back on an exception)."""
+        with self._write() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """This store's connection for reads, with sqlite errors raised as StoreError."""
+        with self._read() as conn:
+            yield conn
+
+    def now(self) -> float:
+        """The store's clock (tests move it), for rows other modules write."""
+        return self._clock()
 
     # -- internals --------------------------------------------------------------------
 

@@ -130,8 +130,9 @@ def enroll(
 
     with errors_to_exit(), _store(settings) as store:
         out = enrollment.enroll(
-            store, name, items(), category=category, max_pixels=settings.max_pixels
-        )
+            store, name, items(), category=category, default_crops=settings.enroll_crops,
+            max_pixels=settings.max_pixels,
+        )  # fmt: skip
         _sync_index(settings, store)
     for message in walk_errors:
         say(message)

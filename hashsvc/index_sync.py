@@ -1,0 +1,188 @@
+"""Keeps the in-memory search indexes in step with the store.
+
+The store is the source of truth; the index files under `<data_dir>/search/<signal>/`
+are a cache of it, stamped with the store's change-log sequence number they reflect.
+On open, a cache that is behind is caught up from the change log (or rebuilt when far
+behind or unreadable), so a list edit made by any process is visible to the next query
+of every other process after one `refresh()`: the CLI refreshes on open, the API on a
+short timer. New entries go to the index's delta segment and removals to tombstones, so
+a refresh never rebuilds the main segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hashsvc.errors import SearchError
+from hashsvc.search import BinaryIndex
+from hashsvc.search import errors as search_errors
+from hashsvc.signals import Hash, SignalType
+from hashsvc.store import Store
+
+log = logging.getLogger(__name__)
+
+PERCEPTUAL: tuple[SignalType, ...] = (SignalType.PDQ, SignalType.PHASH)
+
+#: Beyond this many pending changes a rebuild from the store is cheaper than replaying.
+REBUILD_AFTER_CHANGES = 200_000
+
+#: An entry can own several codes of one signal (its hash plus crop variants), while
+#: index ids are unique, so index key = entry_id * KEY_SLOTS + slot (slot 0 = the
+#: entry's own hash). `entry_ids()` maps search results back.
+KEY_SLOTS = 64
+
+
+def to_keys(entry_ids: np.ndarray) -> np.ndarray:
+    """Index keys for store rows (entry ids may repeat: each repeat gets the next slot)."""
+    ids = np.asarray(entry_ids, dtype=np.int64)
+    if len(ids) == 0:
+        return ids
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.r_[0, np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+    slots = np.empty_like(ids)
+    slots[order] = np.arange(len(ids)) - run_start
+    if slots.max() >= KEY_SLOTS:
+        raise SearchError(f"an entry has more than {KEY_SLOTS} codes of one signal type")
+    return ids * KEY_SLOTS + slots
+
+
+def entry_ids(keys: np.ndarray) -> np.ndarray:
+    return np.asarray(keys, dtype=np.int64) // KEY_SLOTS
+
+
+def all_keys(entry_ids: np.ndarray, slots: int) -> np.ndarray:
+    """Every key entries can hold, for removing them (slots = highest slot used + 1)."""
+    base = np.asarray(entry_ids, dtype=np.int64)[:, None] * KEY_SLOTS
+    return (base + np.arange(slots, dtype=np.int64)[None, :]).ravel()
+
+
+@dataclass
+class IndexSet:
+    """One BinaryIndex per perceptual signal type, plus the store version it reflects."""
+
+    store: Store
+    directory: Path
+    indexes: dict[SignalType, BinaryIndex] = field(default_factory=dict)
+    version: int = 0
+    refreshed_at: float = 0.0
+    loaded: bool = False
+
+    @classmethod
+    def open(cls, store: Store, data_dir: Path) -> IndexSet:
+        """Load the saved indexes (or build them) and bring them up to date."""
+        self = cls(store=store, directory=Path(data_dir) / "search")
+        versions = []
+        for signal in PERCEPTUAL:
+            index, version = self._load_one(signal)
+            self.indexes[signal] = index
+            versions.append(version)
+        if len(set(versions)) != 1:
+            # saved at different moments: rebuild the laggards from the store
+            target = store.version()
+            for signal, version in zip(PERCEPTUAL, versions, strict=True):
+                if version != target:
+                    self.indexes[signal] = self._build(signal)
+            self.version = target
+        else:
+            self.version = versions[0]
+        self.refreshed_at = time.time()
+        self.refresh()
+        self.loaded = True
+        return self
+
+    def _load_one(self, signal: SignalType) -> tuple[BinaryIndex, int]:
+        path = self.directory / signal.value
+        if path.exists():
+            try:
+                index = BinaryIndex.load(path, signal.bits)
+                version = int((index.manifest or {}).get("store_version") or 0)
+                if self.store.version() - version <= REBUILD_AFTER_CHANGES:
+                    return index, version
+            except (search_errors.SearchError, OSError, ValueError) as e:
+                log.warning("index %s unreadable (%s); rebuilding from the store", path, e)
+        version = self.store.version()
+        return self._build(signal), version
+
+    def _build(self, signal: SignalType) -> BinaryIndex:
+        ids, codes = self.store.live_codes(signal)
+        index = BinaryIndex(signal.bits)
+        index.add(to_keys(ids), codes)
+        index.compact()
+        return index
+
+    def search(self, query: Hash, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(entry ids, distances, slots) within `radius`; an entry may appear once per
+        code it owns. Slot 0 is the entry's own hash, >0 an enrollment variant (crop)."""
+        keys, dists = self.indexes[query.signal].search(query.codes(), radius)
+        return entry_ids(keys), dists, keys % KEY_SLOTS
+
+    def rebuild(self) -> None:
+        """Rebuild every index from the store (after a big import, or on demand)."""
+        version = self.store.version()
+        self.indexes = {s: self._build(s) for s in PERCEPTUAL}
+        self.version = version
+        self.refreshed_at = time.time()
+
+    def search_batch(
+        self, queries: list[Hash], radius: int
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`search` for many queries of one signal type in one index pass."""
+        if not queries:
+            return []
+        index = self.indexes[queries[0].signal]
+        codes = np.stack([q.codes() for q in queries])
+        lims, keys, dists = index.search_batch(codes, radius)
+        out = []
+        for j in range(len(queries)):
+            k = keys[lims[j] : lims[j + 1]]
+            out.append((entry_ids(k), dists[lims[j] : lims[j + 1]], k % KEY_SLOTS))
+        return out
+
+    def refresh(self) -> int:
+        """Apply store changes since `version`; returns how many were applied."""
+        now = time.time()
+        target = self.store.version()
+        pending = target - self.version
+        if pending > REBUILD_AFTER_CHANGES:
+            self.rebuild()
+            return pending
+        touched: set[int] = set()
+        if pending > 0:
+            for change in self.store.changes_since(self.version):
+                if change.entry_id is not None:
+                    touched.add(change.entry_id)
+        # timed disables that lapsed since the last refresh write no change row
+        touched.update(self.store.disables_expired(self.refreshed_at, now))
+        if touched:
+            ids = np.fromiter(sorted(touched), dtype=np.int64, count=len(touched))
+            for signal, index in self.indexes.items():
+                index.remove(all_keys(ids, KEY_SLOTS))
+                live_ids, codes = self.store.live_codes(signal, entry_ids=ids.tolist())
+                if len(live_ids):
+                    index.add(to_keys(live_ids), codes)
+        self.version = target
+        self.refreshed_at = now
+        return len(touched)
+
+    def save(self) -> None:
+        """Persist every index (atomic per file) stamped with the store version."""
+        for signal, index in self.indexes.items():
+            index.compact()
+            index.save(self.directory / signal.value, store_version=self.version)
+
+    def stale(self) -> bool:
+        """True when the store has moved on since the last refresh."""
+        try:
+            return self.store.version() != self.version
+        except Exception as e:  # a store that cannot answer makes us not ready
+            raise SearchError(f"cannot read the store version: {e}") from e
+
+    def sizes(self) -> dict[str, int]:
+        return {s.value: len(ix) for s, ix in self.indexes.items()}

@@ -1,0 +1,237 @@
+"""The core service object: hashes -> search -> per-list thresholds -> verdict.
+
+Every adapter (CLI, API, scan) asks this one object, so the verdict rule and the privacy
+rule about what a match reveals are applied in one place. It owns no I/O beyond the
+store and the indexes it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hashsvc import hashing
+from hashsvc.config import Settings
+from hashsvc.hashing import DIHEDRAL_NAMES, HashPath, MediaHashes
+from hashsvc.index_sync import IndexSet
+from hashsvc.policy import Verdict, verdict
+from hashsvc.signals import Hash, SignalType
+from hashsvc.store import Action, EntryMeta, Store
+
+#: Labels of a match that did not come from the query's own hash and the entry's own hash
+TRIMMED = "trimmed"  # the query's content inside added borders / caption bars
+CROP = "crop"  # one of the entry's enrollment crops
+
+Hit = tuple[SignalType, int, str | None]  # (signal, distance, variant label or None)
+Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # entry ids, distances, slots
+
+
+@dataclass(frozen=True)
+class _Plan:
+    queries: list[tuple[Hash, str | None]]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One matched list entry. `distance` and the list's own metadata are shown only to
+    callers allowed to see them (see `to_json`)."""
+
+    list_name: str
+    entry_id: int
+    signal: SignalType
+    distance: int
+    action: Action
+    category: str
+    external_id: str
+    #: how the hit was made when not hash-to-hash: a dihedral name ("flipy"), "trimmed"
+    #: (content inside added borders), "crop" (an enrollment crop), or "<a>+crop"
+    variant: str | None = None
+
+    def to_json(self, *, distances: bool = True, metadata: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "list": self.list_name,
+            "entry_id": self.entry_id,
+            "signal_type": self.signal.value,
+        }
+        if self.category:
+            out["category"] = self.category
+        if distances:
+            out["distance"] = self.distance
+            if self.variant:
+                out["variant"] = self.variant
+        if metadata and self.external_id:
+            out["external_id"] = self.external_id
+        return out
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    verdict: Verdict
+    matches: tuple[Match, ...]
+    hashes: MediaHashes
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.matches)
+
+
+class Matcher:
+    """Matches hashes against every enabled entry of every list (or of `lists`)."""
+
+    def __init__(self, store: Store, indexes: IndexSet, settings: Settings) -> None:
+        self.store = store
+        self.indexes = indexes
+        self.settings = settings
+
+    @classmethod
+    def open(cls, settings: Settings) -> Matcher:
+        store = Store.open(settings.db_path)
+        return cls(store, IndexSet.open(store, settings.data_dir), settings)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def hash_upload(self, data: bytes, *, path: HashPath | None = None) -> MediaHashes:
+        """Hash media for matching: fast decode path + dihedral variants by default."""
+        if path is None:
+            path = HashPath.FAST if self.settings.fast_decode else HashPath.REFERENCE
+        return hashing.hash_media(
+            data,
+            path=path,
+            dihedral=self.settings.dihedral,
+            trim=self.settings.trim_borders,
+            max_pixels=self.settings.max_pixels,
+        )
+
+    def match_media(self, data: bytes, *, lists: Collection[str] | None = None) -> MatchResult:
+        return self.match(self.hash_upload(data), lists=lists)
+
+    def match(self, hashes: MediaHashes, *, lists: Collection[str] | None = None) -> MatchResult:
+        """Search every signal present in `hashes`; keep matches within each list's
+        threshold; decide the verdict."""
+        return self.match_many([hashes], lists=lists)[0]
+
+    def match_many(
+        self, items: Sequence[MediaHashes], *, lists: Collection[str] | None = None
+    ) -> list[MatchResult]:
+        """`match` for many items at once: the lists are read once and each signal's
+        distinct queries go to the index in one batch search (one query: a plain search)."""
+        radii = self._radii()
+        plans = [self._plan(h) for h in items]
+        found: dict[tuple[SignalType, bytes], Found] = {}
+        for signal in (SignalType.PDQ, SignalType.PHASH):
+            distinct = list({q.value: q for p in plans for q, _ in p.queries
+                             if q.signal is signal}.values())  # fmt: skip
+            if len(distinct) == 1:
+                found[(signal, distinct[0].value)] = self.indexes.search(
+                    distinct[0], radii[signal]
+                )
+            elif distinct:
+                for q, result in zip(
+                    distinct, self.indexes.search_batch(distinct, radii[signal]), strict=True
+                ):
+                    found[(signal, q.value)] = result
+        out = []
+        for item, plan in zip(items, plans, strict=True):
+            hits: dict[int, list[Hit]] = {}  # entry id -> every hit that reached it
+            for q, variant in plan.queries:
+                ids, dists, slots = found[(q.signal, q.value)]
+                for entry_id, d, slot in zip(ids.tolist(), dists.tolist(), slots.tolist(),
+                                             strict=True):  # fmt: skip
+                    label = variant
+                    if slot:  # the hit is one of the entry's enrollment crops
+                        label = f"{variant}+{CROP}" if variant else CROP
+                    hits.setdefault(entry_id, []).append((q.signal, int(d), label))
+            for signal in (SignalType.MD5, SignalType.SHA256):
+                h = item.get(signal)
+                if h is not None:
+                    for entry_id in self.store.exact_lookup(signal, h.value):
+                        hits.setdefault(entry_id, []).append((signal, 0, None))
+            matches = self._within_thresholds(hits, lists)
+            out.append(MatchResult(verdict(matches), tuple(matches), item, plan.notes))
+        return out
+
+    def _plan(self, hashes: MediaHashes) -> _Plan:
+        """The perceptual queries one item makes (with their labels), and its notes."""
+        queries: list[tuple[Hash, str | None]] = []
+        notes: list[str] = []
+        use_pdq = hashes.pdq is not None
+        if use_pdq and hashes.pdq_quality is not None:
+            if hashes.pdq_quality < self.settings.pdq_min_quality:
+                use_pdq = False
+                notes.append(
+                    f"pdq quality {hashes.pdq_quality} is below "
+                    f"{self.settings.pdq_min_quality}: PDQ not used to decide"
+                )
+        if use_pdq and hashes.pdq is not None:
+            variants = hashes.pdq_dihedral or (hashes.pdq,)
+            for name, q in zip(DIHEDRAL_NAMES, variants, strict=False):
+                queries.append((q, None if name == "original" else name))
+        if hashes.phash is not None:
+            queries.append((hashes.phash, None))
+        for trimmed in hashes.trimmed:
+            if trimmed.signal is SignalType.PHASH or use_pdq:
+                queries.append((trimmed, TRIMMED))
+        return _Plan(queries, tuple(notes))
+
+    def _variant_allowed(self, variant: str, meta: EntryMeta) -> bool:
+        """Per-list switches (list options, defaulting to the service settings)."""
+        parts = variant.split("+")
+        if CROP in parts and not meta.options.get("crops", True):
+            return False
+        if TRIMMED in parts and not meta.options.get("trim_borders", self.settings.trim_borders):
+            return False
+        rotated = [p for p in parts if p in DIHEDRAL_NAMES]
+        return not (rotated and not meta.options.get("dihedral", self.settings.dihedral))
+
+    def _radii(self) -> dict[SignalType, int]:
+        """Search radius per perceptual signal: the largest threshold of any list (each
+        hit is then held to its own list's threshold)."""
+        lists = self.store.lists()
+        return {
+            s: max((lst.threshold(s) for lst in lists), default=0)
+            for s in (SignalType.PDQ, SignalType.PHASH)
+        }
+
+    def _within_thresholds(
+        self, hits: dict[int, list[Hit]], lists: Collection[str] | None
+    ) -> list[Match]:
+        """Per entry, the closest hit its list accepts (threshold, per-list switches)."""
+        if not hits:
+            return []
+        meta: dict[int, EntryMeta] = self.store.entry_meta(hits)
+        out = []
+        for entry_id, entry_hits in sorted(hits.items()):
+            m = meta.get(entry_id)
+            if m is None or not m.live:  # removed or disabled since the last refresh
+                continue
+            if lists is not None and m.list_name not in lists:
+                continue
+            accepted = [
+                (distance, signal, variant)
+                for signal, distance, variant in entry_hits
+                if distance <= m.threshold(signal)
+                and (variant is None or self._variant_allowed(variant, m))
+            ]
+            if not accepted:
+                continue
+            # closest first; on a tie the query's own hash beats a variant
+            distance, signal, variant = min(accepted, key=lambda a: (a[0], a[2] is not None))
+            out.append(
+                Match(
+                    list_name=m.list_name,
+                    entry_id=entry_id,
+                    signal=signal,
+                    distance=distance,
+                    action=m.action,
+                    category=m.category,
+                    external_id=m.external_id,
+                    variant=variant,
+                )
+            )
+        return out
