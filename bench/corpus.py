@@ -49,14 +49,35 @@ def source_paths() -> tuple[Path, ...]:
     for d in WALLPAPER_DIRS:
         if d.is_dir():
             paths += sorted(p for p in d.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
-    seen: set[tuple[str, int]] = set()
-    out = []
+    # plasma ships each wallpaper in several resolutions (and a dark variant): keep one
+    by_name: dict[str, Path] = {}
+    rest: list[Path] = []
     for p in paths:
-        key = (p.parent.parent.name if p.parent.name == "images" else p.stem, p.stat().st_size)
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-    return tuple(out)
+        if p.parent.name.startswith("images") and p.parent.parent.name == "contents":
+            name = p.parent.parent.parent.name
+            if name not in by_name or p.stat().st_size > by_name[name].stat().st_size:
+                by_name[name] = p
+        else:
+            rest.append(p)
+    return _distinct_pictures(rest + sorted(by_name.values()))
+
+
+def _distinct_pictures(paths: list[Path]) -> tuple[Path, ...]:
+    """Drop a source whose whole picture hashes within 40 PDQ bits of one kept before
+    (the same wallpaper at another resolution, e.g. Elephants_3840x2160.jpg)."""
+    import numpy as np
+    import pdqhash
+
+    kept: list[Path] = []
+    codes: list[np.ndarray] = []
+    for p in paths:
+        img = load_rgb(p)
+        img.thumbnail((512, 512))
+        bits, _ = pdqhash.compute(np.asarray(img))
+        if all(int((bits != c).sum()) > 40 for c in codes):
+            kept.append(p)
+            codes.append(bits)
+    return tuple(kept)
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -69,13 +90,18 @@ def load_rgb(path: Path) -> Image.Image:
     return img.convert("RGB")
 
 
-def tiles(size: tuple[int, int], limit: int | None = None) -> Iterator[Image.Image]:
+def tiles(
+    size: tuple[int, int], limit: int | None = None, max_side: int | None = None
+) -> Iterator[Image.Image]:
     """Non-overlapping `size` tiles cut from every source; small sources are resized
-    to fit one tile (keeping them distinct images)."""
+    to fit one tile (keeping them distinct images). `max_side` first shrinks large
+    sources so that a tile shows a scene, not a patch of wall or sky."""
     tw, th = size
     count = 0
     for path in source_paths():
         img = load_rgb(path)
+        if max_side is not None and max(img.size) > max_side:
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         w, h = img.size
         if w < tw or h < th:
             scale = max(tw / w, th / h)

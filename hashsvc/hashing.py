@@ -63,6 +63,10 @@ class MediaHashes:
     #: the 8 dihedral PDQ variants in DIHEDRAL_NAMES order ([0] == pdq), when asked for
     pdq_dihedral: tuple[Hash, ...] = field(default=())
     path: HashPath = HashPath.REFERENCE
+    #: PDQ of the content inside added borders or caption bars (when asked for and
+    #: found), and that box (left, top, right, bottom) in decoded pixels
+    trimmed: tuple[Hash, ...] = field(default=())
+    trim_box: tuple[int, int, int, int] | None = None
 
     def get(self, signal: SignalType) -> Hash | None:
         return {
@@ -158,6 +162,7 @@ def hash_media(
     *,
     path: HashPath = HashPath.REFERENCE,
     dihedral: bool = False,
+    trim: bool = False,
     max_pixels: int = media.DEFAULT_MAX_PIXELS,
 ) -> MediaHashes:
     """Hash image bytes in memory. Raises MediaRejected for anything undecodable.
@@ -185,7 +190,41 @@ def hash_media(
             values["pdq"], values["pdq_quality"] = pdq(pixels)
     if SignalType.PHASH in wanted:
         values["phash"] = phash(decoded.image, prereduce=fast)
+    if trim and SignalType.PDQ in wanted:
+        values.update(_trimmed(decoded, wanted))
     return MediaHashes(**values)
+
+
+def _trimmed(decoded: media.DecodedImage, wanted: set[SignalType]) -> dict[str, Any]:
+    """PDQ of the content inside added borders / caption bars, if there are any."""
+    from hashsvc.robust import content_box
+
+    pixels = decoded.array()
+    gray = pixels if pixels.ndim == 2 else np.asarray(decoded.image.convert("L"))
+    box = content_box(gray)
+    if box is None:
+        return {}
+    left, top, right, bottom = box
+    out: list[Hash] = []
+    if SignalType.PDQ in wanted:
+        out.append(pdq(np.ascontiguousarray(pixels[top:bottom, left:right]))[0])
+    # no pHash of the trimmed content: in bench/robustness.py it was the one path that
+    # made false matches (2 in 5.1M pairs), while PDQ's trimmed hash made none
+    return {"trimmed": tuple(out), "trim_box": box} if out else {}
+
+
+def crop_variants(data: bytes, *, max_pixels: int = media.DEFAULT_MAX_PIXELS) -> list[tuple[Hash, str]]:
+    """Reference-path PDQ of each enrollment crop (see `robust.CROPS`), with its name."""
+    from hashsvc.robust import crop_boxes
+
+    decoded = media.decode(data, max_pixels=max_pixels)
+    pixels = decoded.array()
+    h, w = pixels.shape[:2]
+    out = []
+    for name, (left, top, right, bottom) in crop_boxes(w, h):
+        if right - left >= 8 and bottom - top >= 8:
+            out.append((pdq(np.ascontiguousarray(pixels[top:bottom, left:right]))[0], name))
+    return out
 
 
 def parse_signals(names: Iterable[str]) -> frozenset[SignalType]:

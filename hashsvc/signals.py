@@ -63,7 +63,7 @@ class SignalType(StrEnum):
 
 
 _BITS = {SignalType.PDQ: 256, SignalType.PHASH: 64, SignalType.MD5: 128, SignalType.SHA256: 256}
-_DEFAULT_THRESHOLD = {SignalType.PDQ: 31, SignalType.PHASH: 10, SignalType.MD5: 0, SignalType.SHA256: 0}
+_DEFAULT_THRESHOLD = {SignalType.PDQ: 31, SignalType.PHASH: 6, SignalType.MD5: 0, SignalType.SHA256: 0}
 _HEX_DIGITS = frozenset(string.hexdigits)
 
 # popcount of every byte value, for Hamming distance on small byte strings

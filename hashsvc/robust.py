@@ -1,0 +1,93 @@
+"""Edit-robust matching: find added borders/caption bars (query side) and cut the crops
+that enrollment also indexes (list side). Pure functions on pixel arrays.
+
+Why: PDQ and pHash are global hashes, so padding an image, adding a caption bar or
+cropping a few percent moves most bits; these are the cheapest evasions there are.
+- `content_box` finds near-uniform borders (letterbox, padding of any colour) and solid
+  caption bars (a bar of one colour carrying text) and returns the box of the real
+  content; the matcher hashes that box as an extra query.
+- `crop_boxes` lists the crops an enrolled image is also indexed under: centred crops
+  removing 3, 6, 9, 12 and 15% of each side's length. A copy centre-cropped by up to
+  ~16% lies within 1.5% of one of them, which PDQ's threshold absorbs. Lists imported
+  as bare hashes have no pixels and get none.
+bench/robustness.py measures what each costs in false matches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: A row/column belongs to a border when this share of its pixels is within TOLERANCE of
+#: the border colour; caption text covers far less than 40% of a caption bar's rows.
+BAR_SHARE = 0.6
+PURE_SHARE = 0.98
+TOLERANCE = 12
+#: Trim only when it removes at least this share of a side, and keeps at least MIN_KEEP.
+MIN_TRIM = 0.02
+MIN_KEEP = 0.5
+#: Crops indexed at enrollment: centred, removing this share of width and of height.
+#: Measured on the benchmark photos: PDQ moves ~20 bits per 2% of crop, so a 3% grid
+#: leaves any centred crop of 1.5-16.5% within ~15 bits of a variant. Asymmetric crops
+#: (one side only) move the content instead of scaling it and need a far denser grid
+#: (~1.5% steps in two offsets): not indexed, and stated as a known miss.
+CROP_SHARES: tuple[float, ...] = (0.03, 0.06, 0.09, 0.12, 0.15)
+CROPS: tuple[tuple[str, float, float, float, float], ...] = tuple(
+    (f"crop-centre-{round(100 * c)}", c / 2, c / 2, 1 - c / 2, 1 - c / 2) for c in CROP_SHARES
+)
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive), pixels
+
+
+def _bar_run(lines: np.ndarray) -> int:
+    """How many leading lines (rows of `lines`) form one bar of the first line's colour.
+
+    A line belongs to the bar while >= BAR_SHARE of its pixels are that colour (a
+    caption's text rows stay well above 60%); the bar ends at the last *pure* line
+    (>= PURE_SHARE) of that run, so content that happens to share the bar's colour is
+    not eaten: padding and a caption's bottom margin are pure, photo rows are not.
+    """
+    colour = np.median(lines[0])
+    share = (np.abs(lines.astype(np.int16) - colour) <= TOLERANCE).mean(axis=1)
+    if share[0] < PURE_SHARE:  # the edge line itself is not uniform: no bar here
+        return 0
+    bad = np.flatnonzero(share < BAR_SHARE)
+    run = int(bad[0]) if bad.size else len(lines)
+    pure = np.flatnonzero(share[:run] >= PURE_SHARE)
+    return int(pure[-1]) + 1
+
+
+def content_box(gray: np.ndarray) -> Box | None:
+    """The box inside added borders/caption bars, or None when there are none.
+
+    `gray` is a uint8 (H, W) luma plane. Each side is measured independently from the
+    edge inwards; a side counts only if it trims >= MIN_TRIM of the dimension, and the
+    result must keep >= MIN_KEEP of each dimension (else it was not a border).
+    """
+    h, w = gray.shape
+    if h < 16 or w < 16:
+        return None
+    # measure on a strided subsample (<= ~256 px a side): borders are large features,
+    # and this keeps the check ~0.1 ms on the upload path
+    step = max(1, max(h, w) // 256)
+    small = gray[::step, ::step]
+    top, bottom, left, right = (
+        _bar_run(lines) * step
+        for lines in (small, small[::-1], small.T, small.T[::-1])
+    )
+    top, bottom = (t if t >= MIN_TRIM * h else 0 for t in (top, bottom))
+    left, right = (t if t >= MIN_TRIM * w else 0 for t in (left, right))
+    box = (left, top, w - right, h - bottom)
+    if box == (0, 0, w, h):
+        return None
+    if (box[2] - box[0]) < MIN_KEEP * w or (box[3] - box[1]) < MIN_KEEP * h:
+        return None
+    return box
+
+
+def crop_boxes(width: int, height: int) -> list[tuple[str, Box]]:
+    """The enrollment crops of a width x height image, in pixels."""
+    out = []
+    for name, l, t, r, b in CROPS:
+        out.append((name, (round(l * width), round(t * height),
+                           round(r * width), round(b * height))))  # fmt: skip
+    return out

@@ -1,0 +1,99 @@
+"""Edit-robust matching: borders/caption bars trimmed at query time, crops at enrollment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from hashsvc.config import Settings
+from hashsvc.enrollment import enroll
+from hashsvc.hashing import HashPath, hash_media
+from hashsvc.matcher import Matcher
+from hashsvc.robust import content_box, crop_boxes
+from hashsvc.store import Store
+from tests.conftest import PDQ_DATA, encode
+
+
+def photo() -> Image.Image:
+    return Image.open(PDQ_DATA / "bridge-mods" / "aaa-orig.jpg").convert("RGB").resize((800, 502))
+
+
+@pytest.mark.parametrize("fill", [(0, 0, 0), (255, 255, 255), (200, 30, 90)])
+def test_padding_of_any_colour_is_found(fill: tuple[int, int, int]) -> None:
+    img = photo()
+    padded = ImageOps.expand(img, border=(40, 25, 40, 25), fill=fill)
+    box = content_box(np.asarray(padded.convert("L")))
+    assert box is not None
+    left, top, right, bottom = box
+    assert abs(left - 40) <= 4 and abs(top - 25) <= 4
+    assert abs(right - 840) <= 4 and abs(bottom - 527) <= 4
+
+
+def test_a_caption_bar_with_text_is_found() -> None:
+    img = photo()
+    canvas = Image.new("RGB", (800, 502 + 70), (255, 255, 255))
+    canvas.paste(img, (0, 70))
+    ImageDraw.Draw(canvas).text((20, 25), "SHARE THIS IF YOU AGREE " * 3, fill=(0, 0, 0))
+    box = content_box(np.asarray(canvas.convert("L")))
+    assert box is not None and abs(box[1] - 70) <= 4 and box[3] == 572
+
+
+def test_only_flat_borders_are_trimmed_from_real_photos() -> None:
+    """Some labelme frames carry real grey padding (q0291 left/bottom, q1050 right):
+    whatever is trimmed must be flat; photos without padding are left whole."""
+    trimmed = 0
+    for p in sorted((PDQ_DATA / "reg-test-input" / "labelme-subset").glob("*.jpg")):
+        gray = np.asarray(Image.open(p).convert("L"))
+        box = content_box(gray)
+        if box is None:
+            continue
+        trimmed += 1
+        left, top, right, bottom = box
+        for strip in (gray[:, :left], gray[:, right:], gray[:top, :], gray[bottom:, :]):
+            if strip.size:  # one colour, but for the odd pixel where the padding ends
+                assert (np.abs(strip.astype(int) - np.median(strip)) <= 12).mean() > 0.97, p.name
+    assert trimmed == 2
+    assert content_box(np.asarray(photo().convert("L"))) is None
+
+
+def test_crop_boxes_stay_inside_the_image() -> None:
+    for name, (l, t, r, b) in crop_boxes(1000, 600):
+        assert 0 <= l < r <= 1000 and 0 <= t < b <= 600, name
+        assert (r - l) >= 840 and (b - t) >= 500
+        assert abs((l + r) / 2 - 500) <= 1 and abs((t + b) / 2 - 300) <= 1  # centred
+
+
+def _matcher(tmp_path: Path, options: dict[str, bool] | None = None) -> Matcher:
+    settings = Settings(data_dir=tmp_path)
+    with Store.open(settings.db_path) as store:
+        store.create_list("bank", "block", options=options)
+        enroll(store, "bank", [("bridge", encode(photo(), quality=95))])
+    return Matcher.open(settings)
+
+
+def test_padded_and_cropped_copies_match_and_switches_turn_it_off(tmp_path: Path) -> None:
+    img = photo()
+    padded = encode(ImageOps.expand(img, border=(0, 120, 0, 120), fill=(0, 0, 0)))
+    w, h = img.size
+    cropped = encode(img.crop((int(w * 0.05), int(h * 0.05), int(w * 0.95), int(h * 0.95))))
+    m = _matcher(tmp_path / "on")
+    try:
+        assert hash_media(padded, path=HashPath.FAST).trimmed == ()  # only when asked
+        r = m.match_media(padded)
+        assert r.verdict == "block"
+        assert {x.variant for x in r.matches} == {"trimmed"}
+        assert [h.signal.value for h in m.hash_upload(padded).trimmed] == ["pdq"]
+        r = m.match_media(cropped)
+        assert r.verdict == "block" and any("crop" in str(x.variant) for x in r.matches)
+    finally:
+        m.close()
+    off = _matcher(tmp_path / "off", {"crops": False, "trim_borders": False})
+    try:
+        assert off.match_media(padded).verdict == "allow"
+        assert off.match_media(cropped).verdict == "allow"
+        assert off.match_media(encode(img, quality=80)).verdict == "block"
+    finally:
+        off.close()
