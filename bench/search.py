@@ -12,7 +12,7 @@ For every N x data set (uniform, clustered) x code kind (PDQ-256 r=31, pHash-64 
 * ``faiss-mh``    faiss.IndexBinaryMultiHash(256, 16, 16) nflip=1 (python-threatexchange's
                   setting; exact for r <= 31), and (64, 4, 16) nflip=2 for pHash (exact r <= 11)
 
-Each engine runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own. Ours is
+Each engine runs in its own subprocess, so its peak RSS (VmHWM) is its own. Ours is
 built in one process, saved, and then loaded and queried in a fresh process (load time and
 RSS are those of a serving process). Every engine's results on the query set are digested
 and compared with FAISS flat's: a mismatch aborts the run (exactness is asserted while
@@ -140,8 +140,13 @@ def _digest(lims, ids, dists) -> tuple[str, int]:  # type: ignore[no-untyped-def
     h = hashlib.sha256()
     for j in range(len(lims) - 1):
         a, b = int(lims[j]), int(lims[j + 1])
-        pairs = sorted(zip(np.asarray(ids[a:b], np.int64).tolist(),
-                           np.asarray(dists[a:b]).astype(np.int64).tolist()))
+        pairs = sorted(
+            zip(
+                np.asarray(ids[a:b], np.int64).tolist(),
+                np.asarray(dists[a:b]).astype(np.int64).tolist(),
+                strict=True,
+            )
+        )
         h.update(repr(pairs).encode())
     return h.hexdigest(), int(lims[-1])
 
@@ -190,9 +195,14 @@ def worker_build(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     idx.save(Path(args.index_dir), store_version="bench")
     save = time.perf_counter() - t0
-    return {"build_s": build, "save_s": save, "build_peak_rss_mb": _peak_rss_mb(),
-            "index_mb": idx.memory_bytes() / 2**20, "path": idx.path_for(RADIUS[args.bits]),
-            "num_tables": idx._state.main.tables.num_tables if idx.uses_mih else 0}
+    return {
+        "build_s": build,
+        "save_s": save,
+        "build_peak_rss_mb": _peak_rss_mb(),
+        "index_mb": idx.memory_bytes() / 2**20,
+        "path": idx.path_for(RADIUS[args.bits]),
+        "num_tables": idx._state.main.tables.num_tables if idx.uses_mih else 0,
+    }
 
 
 def worker_ours(args: argparse.Namespace) -> dict:
@@ -226,12 +236,29 @@ def worker_ours(args: argparse.Namespace) -> dict:
     floor = []
     for _ in range(5):
         t0 = time.perf_counter()
-        K.flat_batch(codes, idx.words, len(idx), idx._state.main.ids, idx._state.main.dead,
-                     np.zeros((1, idx.words), np.uint64), -1)  # radius -1: pure scan, no hits
+        K.flat_batch(
+            codes,
+            idx.words,
+            len(idx),
+            idx._state.main.ids,
+            idx._state.main.dead,
+            np.zeros((1, idx.words), np.uint64),
+            -1,
+        )  # radius -1: pure scan, no hits
         floor.append(time.perf_counter() - t0)
-    return {"load_s": load, "jit_s": jit, "p50_ms": p50, "p99_ms": p99, "qps1": qps[1],
-            "qps2": qps[2], "peak_rss_mb": _peak_rss_mb(), "digest": digest, "hits": hits,
-            "scan_floor_ms": min(floor) * 1e3, "path": idx.path_for(r)}
+    return {
+        "load_s": load,
+        "jit_s": jit,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "qps1": qps[1],
+        "qps2": qps[2],
+        "peak_rss_mb": _peak_rss_mb(),
+        "digest": digest,
+        "hits": hits,
+        "scan_floor_ms": min(floor) * 1e3,
+        "path": idx.path_for(r),
+    }
 
 
 def worker_faiss(args: argparse.Namespace) -> dict:
@@ -257,8 +284,8 @@ def worker_faiss(args: argparse.Namespace) -> dict:
     del codes
 
     def one(q):  # type: ignore[no-untyped-def]
-        lims, D, I = index.range_search(q[None, :], r + 1)
-        return I, D
+        lims, D, labels = index.range_search(q[None, :], r + 1)
+        return labels, D
 
     for q in queries[:5]:
         one(q)
@@ -269,11 +296,19 @@ def worker_faiss(args: argparse.Namespace) -> dict:
     for th in (1, 2):
         faiss.omp_set_num_threads(th)
         t0 = time.perf_counter()
-        lims, D, I = index.range_search(queries, r + 1)
+        lims, D, labels = index.range_search(queries, r + 1)
         qps[th] = len(queries) / (time.perf_counter() - t0)
-        assert _digest(lims, I, D)[0] == digest
-    return {"build_s": build, "p50_ms": p50, "p99_ms": p99, "qps1": qps[1], "qps2": qps[2],
-            "peak_rss_mb": _peak_rss_mb(), "digest": digest, "hits": hits}
+        assert _digest(lims, labels, D)[0] == digest
+    return {
+        "build_s": build,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "qps1": qps[1],
+        "qps2": qps[2],
+        "peak_rss_mb": _peak_rss_mb(),
+        "digest": digest,
+        "hits": hits,
+    }
 
 
 # ----------------------------------------------------------------------------- driver
@@ -282,8 +317,14 @@ def worker_faiss(args: argparse.Namespace) -> dict:
 def run_worker(argv: list[str], timeout: float) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", *argv]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        p = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f} s"}
     if p.returncode != 0:
@@ -313,7 +354,9 @@ def fmt(v: object, spec: str = ".2f") -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--kinds", default="uniform,clustered")
     ap.add_argument("--bits", default="256,64")
@@ -349,8 +392,9 @@ def main() -> None:
         for kind in args.kinds.split(","):
             for bits in (int(b) for b in args.bits.split(",")):
                 base = ["--n", str(n), "--kind", kind, "--bits", str(bits)]
-                gen = run_worker(["--engine", "data", "--queries", str(args.queries), *base],
-                                 args.timeout)
+                gen = run_worker(
+                    ["--engine", "data", "--queries", str(args.queries), *base], args.timeout
+                )
                 if "error" in gen:
                     raise SystemExit(f"data generation failed: {gen['error']}")
                 res: dict[str, dict] = {}
@@ -363,58 +407,110 @@ def main() -> None:
                         d = DATA / f"index-{kind}-{bits}-{n}-{strat}"
                         extra = ["--index-dir", str(d), "--strategy", strat, *base]
                         b = run_worker(["--engine", "build", *extra], args.timeout)
-                        o = run_worker(["--engine", "ours", *extra],
-                                       args.timeout) if "error" not in b else b
+                        o = (
+                            run_worker(["--engine", "ours", *extra], args.timeout)
+                            if "error" not in b
+                            else b
+                        )
                         res[eng] = {**b, **o}
                     else:
                         res[eng] = run_worker(["--engine", eng, *base], args.timeout)
                     res[eng]["wall_s"] = time.perf_counter() - t0
-                    print(f"# {n} {kind} {bits} {eng}: {json.dumps(res[eng])}", file=sys.stderr,
-                          flush=True)
+                    print(
+                        f"# {n} {kind} {bits} {eng}: {json.dumps(res[eng])}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 ref = res.get("faiss-flat", {})
                 for eng in these:
                     r = res[eng]
                     exact = "-"
                     if "digest" in r and "digest" in ref:
                         exact = "yes" if r["digest"] == ref["digest"] else "NO"
-                    ratio = (r["p50_ms"] / ref["p50_ms"]) if "p50_ms" in r and "p50_ms" in ref else None
+                    ratio = (
+                        (r["p50_ms"] / ref["p50_ms"]) if "p50_ms" in r and "p50_ms" in ref else None
+                    )
                     raw.append({"n": n, "kind": kind, "bits": bits, "engine": eng, **r})
-                    rows.append([
-                        f"{n:,}", kind, f"{bits} r<={RADIUS[bits]}",
-                        eng + (f" ({r['path']}" + (f", m={r['num_tables']}" if r.get("num_tables") else "") + ")" if eng.startswith("ours") and "path" in r else ""),
-                        fmt(r.get("build_s")), fmt(r.get("load_s")), fmt(r.get("p50_ms"), ".3f"),
-                        fmt(r.get("p99_ms"), ".3f"), fmt(r.get("qps1"), ",.0f"), fmt(r.get("qps2"), ",.0f"),
-                        fmt(r.get("peak_rss_mb"), ",.0f"), fmt(ratio, ".3f"),
-                        fmt(r.get("scan_floor_ms"), ".2f"), fmt(r.get("hits"), "d"), exact,
-                        r.get("error", ""),
-                    ])
+                    rows.append(
+                        [
+                            f"{n:,}",
+                            kind,
+                            f"{bits} r<={RADIUS[bits]}",
+                            eng
+                            + (
+                                f" ({r['path']}"
+                                + (f", m={r['num_tables']}" if r.get("num_tables") else "")
+                                + ")"
+                                if eng.startswith("ours") and "path" in r
+                                else ""
+                            ),
+                            fmt(r.get("build_s")),
+                            fmt(r.get("load_s")),
+                            fmt(r.get("p50_ms"), ".3f"),
+                            fmt(r.get("p99_ms"), ".3f"),
+                            fmt(r.get("qps1"), ",.0f"),
+                            fmt(r.get("qps2"), ",.0f"),
+                            fmt(r.get("peak_rss_mb"), ",.0f"),
+                            fmt(ratio, ".3f"),
+                            fmt(r.get("scan_floor_ms"), ".2f"),
+                            fmt(r.get("hits"), "d"),
+                            exact,
+                            r.get("error", ""),
+                        ]
+                    )
                     if exact == "NO":
-                        raise SystemExit(f"EXACTNESS FAILURE: {eng} != faiss-flat at {n} {kind} {bits}")
-    head = ["N", "data", "code", "engine", "build s", "load s", "p50 ms", "p99 ms",
-            "batch q/s 1T", "batch q/s 2T", "peak RSS MB", "p50 / FAISS flat",
-            "scan floor ms", "hits", "exact", "note"]
+                        raise SystemExit(
+                            f"EXACTNESS FAILURE: {eng} != faiss-flat at {n} {kind} {bits}"
+                        )
+    head = [
+        "N",
+        "data",
+        "code",
+        "engine",
+        "build s",
+        "load s",
+        "p50 ms",
+        "p99 ms",
+        "batch q/s 1T",
+        "batch q/s 2T",
+        "peak RSS MB",
+        "p50 / FAISS flat",
+        "scan floor ms",
+        "hits",
+        "exact",
+        "note",
+    ]
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
-    text = "\n".join([
-        "# Search core benchmark (bench/search.py)",
-        "",
-        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        f"Load average (1 min) at start / end: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
-        "(other work on the box inflates absolute times; ratios hold better).",
-        f"Command: `.venv/bin/python {command}`",
-        "",
-        f"{args.queries} queries per row, half planted near-duplicates. Single-query latency on "
-        "one thread; batch = all queries in one call. `build s` for ours = bulk add incl. MIH "
-        "tables; `load s` = BinaryIndex.load in a fresh process (checksum + parse + tables, "
-        "JIT cache already warm). Peak RSS = ru_maxrss of that engine's own process (ours: the "
-        "serving process that loaded the saved index; FAISS: the process that built it from "
-        "the raw codes, which it also held). `scan floor ms` = one pass of our scan kernel over "
-        "the code array with no possible hit (the memory-bandwidth floor of a brute-force scan "
-        "measured in the same process). `exact` = result digest equal to FAISS flat's.",
-        "",
-        *table,
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Search core benchmark (bench/search.py)",
+            "",
+            f"Machine: {machine()}. "
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Load average (1 min) "
+            f"at start / end: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
+            "(other work on the box inflates absolute times; ratios hold better).",
+            f"Command: `.venv/bin/python {command}`",
+            "",
+            " ".join(
+                [
+                    f"{args.queries} queries per row, half planted near-duplicates.",
+                    "Single-query latency on one thread; batch = all queries in one call.",
+                    "`build s` for ours = bulk add incl. MIH tables; `load s` = BinaryIndex.load",
+                    "in a fresh process (checksum + parse + tables, JIT cache already warm).",
+                    "Peak RSS = VmHWM of that engine's own process (ours: the serving process",
+                    "that loaded the saved index; FAISS: the process that built it from the raw",
+                    "codes, which it also held). `scan floor ms` = one pass of our scan kernel",
+                    "over the code array with no possible hit (the memory-bandwidth floor of a",
+                    "brute-force scan, measured in the same process). `exact` = result digest",
+                    "equal to FAISS flat's.",
+                ]
+            ),
+            "",
+            *table,
+            "",
+        ]
+    )
     print(text)
     out = Path(args.out)
     # Only the block between the markers is regenerated; hand-written analysis around it

@@ -7,7 +7,7 @@ imported on first use, so the CLI starts fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
     ChecksumMismatchError,
@@ -52,7 +52,13 @@ def warmup() -> None:
     from .index import BinaryIndex
 
     rng = np.random.default_rng(0)
-    for bits, strategy in ((256, "mih"), (256, "flat"), (64, "flat"), (64, "mih")):
+    configs: tuple[tuple[int, Literal["mih", "flat"]], ...] = (
+        (256, "mih"),
+        (256, "flat"),
+        (64, "flat"),
+        (64, "mih"),
+    )
+    for bits, strategy in configs:
         idx = BinaryIndex(bits, strategy=strategy, build_threads=1)
         codes = rng.integers(0, 256, size=(64, bits // 8), dtype=np.uint8)
         idx.add(np.arange(64), codes)

@@ -138,8 +138,9 @@ class BinaryIndex:
         self._lock = threading.RLock()
         self._dpos: dict[int, int] = {}  # delta id -> delta row (live only)
         self.manifest: dict | None = None  # set by load()
-        self._state = _State(self._make_main(np.empty(0, np.int64), self._empty_codes(0)),
-                             self._empty_delta(0))
+        self._state = _State(
+            self._make_main(np.empty(0, np.int64), self._empty_codes(0)), self._empty_delta(0)
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -147,8 +148,7 @@ class BinaryIndex:
         return np.zeros((n, self.words), dtype=np.uint64)
 
     def _empty_delta(self, cap: int) -> _DeltaView:
-        return _DeltaView(self._empty_codes(cap), np.zeros(cap, np.int64),
-                          np.zeros(cap, bool), 0)
+        return _DeltaView(self._empty_codes(cap), np.zeros(cap, np.int64), np.zeros(cap, bool), 0)
 
     def _wants_tables(self, n: int) -> bool:
         if n == 0 or self.strategy == "flat":
@@ -414,8 +414,7 @@ class BinaryIndex:
             lims[pos + 1 : pos + k + 1] = lm[1:] + acc
             pos += k
             acc += int(lm[-1])
-        return (lims, np.concatenate([p[1] for p in parts]),
-                np.concatenate([p[2] for p in parts]))
+        return (lims, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
     def _batch_chunk(
         self, s: _State, Q: np.ndarray, radius: int, use_mih: bool
@@ -432,8 +431,20 @@ class BinaryIndex:
             if self.strategy == "mih":
                 max_cand = np.iinfo(np.int64).max  # forced: always verify (tests)
             lims, rids, rd, scan = K.mih_batch(
-                m.codes.reshape(-1), self.words, m.ids, m.dead, Q, radius, t.meta, p.rad,
-                t.offsets, t.keys, t.rows, p.masks, p.mask_off, max_cand,
+                m.codes.reshape(-1),
+                self.words,
+                m.ids,
+                m.dead,
+                Q,
+                radius,
+                t.meta,
+                p.rad,
+                t.offsets,
+                t.keys,
+                t.rows,
+                p.masks,
+                p.mask_off,
+                max_cand,
             )
             res = (lims, rids, rd)
             if scan.any():  # queries inside dense clusters: a scan is cheaper (exact either way)
@@ -500,8 +511,13 @@ class BinaryIndex:
         from . import persist
 
         loaded = persist.load_arrays(Path(directory), bits)
-        self = cls(bits, strategy=strategy, num_tables=num_tables, max_delta=max_delta,
-                   build_threads=build_threads)
+        self = cls(
+            bits,
+            strategy=strategy,
+            num_tables=num_tables,
+            max_delta=max_delta,
+            build_threads=build_threads,
+        )
         ids, codes = loaded.ids, loaded.codes
         if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             o = np.argsort(ids, kind="stable")

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="call-arg,attr-defined,var-annotated,assignment,unused-ignore"
+# (numba intrinsics and njit signatures are typed for numba, not for mypy)
 """Numba kernels: popcount, brute-force range scans, multi-index-hashing probes, table build.
 
 Why numba and not FAISS for the hot loops: FAISS's multi-index range search keeps its
@@ -227,8 +229,19 @@ def flat_batch(
             m0 = cnt
             # reuse the single-query kernel on the block (ids/dead sliced to the block)
             ti2, td2, cnt2 = flat_scan(
-                c[s * W : e * W], W, e - s, ids[s:e], dead[s:e], qv, radius, ti, td, cnt,
-                bi, bd, dist,
+                c[s * W : e * W],
+                W,
+                e - s,
+                ids[s:e],
+                dead[s:e],
+                qv,
+                radius,
+                ti,
+                td,
+                cnt,
+                bi,
+                bd,
+                dist,
             )
             ti, td, cnt = ti2, td2, cnt2
             if cnt > tq.shape[0]:
@@ -596,8 +609,26 @@ def mih_batch(
     cnt = 0
     for j in range(nq):
         out_ids, out_d, c2 = _mih_one(
-            c, W, ids, dead, Q[j], radius, meta, rad, offsets, keys, rows, masks, mask_off, x,
-            plo, phi, max_cand, out_ids, out_d, cnt,
+            c,
+            W,
+            ids,
+            dead,
+            Q[j],
+            radius,
+            meta,
+            rad,
+            offsets,
+            keys,
+            rows,
+            masks,
+            mask_off,
+            x,
+            plo,
+            phi,
+            max_cand,
+            out_ids,
+            out_d,
+            cnt,
         )
         if c2 < 0:
             scan[j] = True

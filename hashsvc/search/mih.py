@@ -13,9 +13,9 @@ Why our own tables and not ``faiss.IndexBinaryMultiHash``: FAISS keeps buckets i
 direct-indexed ``uint32`` offset array plus ``uint32`` row array is ~90 MB per table at
 10M, builds with a counting sort in ~0.1-0.3 s, and probes with two cache misses.
 
-Wide substrings (more than ``DIRECT_MAX_BITS`` bits, only when the caller forces few tables)
-would need a huge direct offset array; those tables store sorted unique keys instead and
-probe by binary search.
+Wide substrings (more than ``DIRECT_MAX_BITS`` bits, or 2**bits far above the row count; only
+when the caller forces the number of tables) would need a huge, mostly empty direct offset
+array; those tables store sorted unique keys instead and probe by binary search.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import combinations
 
 import numpy as np
 
@@ -131,13 +130,15 @@ def allocate_radii(lens: np.ndarray, radius: int, n: int) -> np.ndarray:
 def estimate_mih_ns(lens: np.ndarray, radius: int, n: int) -> float:
     """Estimated single-query MIH cost for ``radius`` (uniform codes)."""
     rad = allocate_radii(lens, radius, n)
-    return COST_QUERY_NS + sum(table_cost_ns(int(L), int(r), n) for L, r in zip(lens, rad))
+    return COST_QUERY_NS + sum(
+        table_cost_ns(int(L), int(r), n) for L, r in zip(lens, rad, strict=True)
+    )
 
 
 def total_probes(lens: np.ndarray, radius: int, n: int) -> int:
     """Keys a query at ``radius`` would probe, summed over tables."""
     rad = allocate_radii(lens, radius, n)
-    return sum(num_probes(int(L), int(r)) for L, r in zip(lens, rad))
+    return sum(num_probes(int(L), int(r)) for L, r in zip(lens, rad, strict=True))
 
 
 @dataclass
@@ -176,8 +177,10 @@ class MihTables:
     def _assess(self, radius: int) -> tuple[bool, float]:
         a = self._assessed.get(radius)
         if a is None:  # pure-Python greedy: cached, it would cost ~0.3 ms per query
-            a = (total_probes(self.lens, radius, self.n) <= MAX_PROBES,
-                 estimate_mih_ns(self.lens, radius, self.n))
+            a = (
+                total_probes(self.lens, radius, self.n) <= MAX_PROBES,
+                estimate_mih_ns(self.lens, radius, self.n),
+            )
             if len(self._assessed) > 64:
                 self._assessed.clear()
             self._assessed[radius] = a
@@ -196,13 +199,15 @@ class MihTables:
         p = self._plans.get(radius)
         if p is None:
             rad = allocate_radii(self.lens, radius, self.n)
-            parts = [flip_masks(int(L), int(r)) if r >= 0 else np.empty(0, np.uint64)
-                     for L, r in zip(self.lens, rad)]
+            parts = [
+                flip_masks(int(L), int(r)) if r >= 0 else np.empty(0, np.uint64)
+                for L, r in zip(self.lens, rad, strict=True)
+            ]
             mask_off = np.zeros(len(parts) + 1, dtype=np.int64)
             mask_off[1:] = np.cumsum([len(x) for x in parts])
             masks = np.concatenate(parts) if parts else np.empty(0, np.uint64)
             est = COST_QUERY_NS + sum(
-                table_cost_ns(int(L), int(r), self.n) for L, r in zip(self.lens, rad)
+                table_cost_ns(int(L), int(r), self.n) for L, r in zip(self.lens, rad, strict=True)
             )
             p = ProbePlan(rad=rad, masks=masks, mask_off=mask_off, estimate_ns=est)
             if len(self._plans) > 16:
@@ -227,22 +232,22 @@ def build_tables(codes: np.ndarray, bits: int, m: int, threads: int = 1) -> MihT
     meta = np.zeros((m, K.M_NCOLS), dtype=np.int64)
     meta[:, K.M_START] = starts
     meta[:, K.M_LEN] = lens
-    direct = lens <= DIRECT_MAX_BITS
+    # Direct offsets cost 4 bytes per possible key: fine when keys ~ rows (the chosen m makes
+    # 2**L ~ n), wasteful when a forced m gives wide substrings over few rows.
+    direct = (lens <= DIRECT_MAX_BITS) & (2.0**lens <= max(16.0 * n, 2.0**20))
     meta[:, K.M_DIRECT] = direct
 
     # Sorted-layout tables first (rare; numpy sorts), so offsets sizes are known.
     sorted_keys: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for t in np.flatnonzero(~direct):
+    for t in np.flatnonzero(~direct).tolist():
         keys = K.substring_keys(c, W, n, int(starts[t]), int(lens[t]))
         order = np.argsort(keys, kind="stable")
         sk = keys[order]
         uk, first = np.unique(sk, return_index=True)
         offs = np.append(first, n).astype(np.uint32)
-        sorted_keys[int(t)] = (uk, offs, order.astype(np.uint32))
+        sorted_keys[t] = (uk, offs, order.astype(np.uint32))
 
-    off_sizes = [
-        (2 ** int(lens[t]) + 1) if direct[t] else len(sorted_keys[t][1]) for t in range(m)
-    ]
+    off_sizes = [(2 ** int(lens[t]) + 1) if direct[t] else len(sorted_keys[t][1]) for t in range(m)]
     off_base = np.concatenate([[0], np.cumsum(off_sizes)[:-1]]).astype(np.int64)
     offsets = np.empty(int(sum(off_sizes)), dtype=np.uint32)
     rows = np.empty(m * n, dtype=np.uint32)
@@ -271,9 +276,15 @@ def build_tables(codes: np.ndarray, bits: int, m: int, threads: int = 1) -> MihT
         lo_tmp = np.empty(n, dtype=np.uint16)
         for t in todo[k::nthreads]:
             K.build_direct_table(
-                c, W, n, int(starts[t]), int(lens[t]),
-                offsets[off_base[t] : off_base[t] + off_sizes[t]], rows[t * n : (t + 1) * n],
-                keys, lo_tmp,
+                c,
+                W,
+                n,
+                int(starts[t]),
+                int(lens[t]),
+                offsets[off_base[t] : off_base[t] + off_sizes[t]],
+                rows[t * n : (t + 1) * n],
+                keys,
+                lo_tmp,
             )
 
     if nthreads > 1:
@@ -281,5 +292,13 @@ def build_tables(codes: np.ndarray, bits: int, m: int, threads: int = 1) -> MihT
             list(ex.map(_worker, range(nthreads)))
     elif todo:
         _worker(0)
-    return MihTables(bits=bits, n=n, starts=starts, lens=lens, meta=meta, offsets=offsets,
-                     keys=keys_all, rows=rows)
+    return MihTables(
+        bits=bits,
+        n=n,
+        starts=starts,
+        lens=lens,
+        meta=meta,
+        offsets=offsets,
+        keys=keys_all,
+        rows=rows,
+    )

@@ -254,13 +254,13 @@ def _parse_idmap2(path: Path, bits: int) -> tuple[np.ndarray, np.ndarray, str]:
             raise IndexCorruptError(f"{path}: {nbytes} code bytes for {n1} entries")
         n = n1
         cbuf = _aligned_empty(max(nbytes, 8))[:nbytes]
-        _read_exact(f, memoryview(cbuf), h, "codes")
+        _read_exact(f, cbuf.data, h, "codes")
         tail = f.read(8)
         h.update(tail)
         if len(tail) != 8 or struct.unpack("<Q", tail)[0] != n:
             raise IndexCorruptError(f"{path}: id map length does not match {n} entries")
         ids = np.empty(n, dtype=np.int64)
-        _read_exact(f, memoryview(ids).cast("B"), h, "ids")
+        _read_exact(f, ids.data.cast("B"), h, "ids")
         if f.read(1):
             raise IndexCorruptError(f"{path}: trailing bytes after the id map")
     codes = cbuf.view(np.uint64).reshape(n, bits // 64)

@@ -19,7 +19,7 @@ def oracle(codes: np.ndarray, ids: np.ndarray, q: np.ndarray, radius: int) -> se
 
 
 def as_set(ids: np.ndarray, dists: np.ndarray) -> set[tuple[int, int]]:
-    pairs = list(zip(ids.tolist(), dists.tolist()))
+    pairs = list(zip(ids.tolist(), dists.tolist(), strict=True))
     assert len(pairs) == len(set(pairs)), "an entry was returned twice"
     return set(pairs)
 
@@ -63,9 +63,11 @@ def planted_queries(
     qs = []
     planted = []
     for j in range(nq):
-        base = codes[rng.integers(len(codes))] if (j % 2 and len(codes)) else uniform_codes(
-            1, bits, rng
-        )[0]
+        base = (
+            codes[rng.integers(len(codes))]
+            if (j % 2 and len(codes))
+            else uniform_codes(1, bits, rng)[0]
+        )
         q = flip(base, int(rng.integers(0, 4)), rng)
         qs.append(q)
         for k in (radius - 1, radius, radius + 1):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from search_oracle import as_set, clustered_codes, flip, oracle, planted_queries, uniform_codes
 
 from hashsvc.search import BinaryIndex
-
-from search_oracle import as_set, clustered_codes, flip, oracle, planted_queries, uniform_codes
 
 RADII = {256: 31, 64: 10}
 
@@ -92,9 +91,13 @@ def test_duplicate_codes_all_returned(
     assert len(idx.search(base[0], 0)[0]) == 7
 
 
-@pytest.mark.parametrize(("bits", "strategy"), [(256, "mih"), (256, "flat"), (64, "flat"), (64, "mih")])
+@pytest.mark.parametrize(
+    ("bits", "strategy"), [(256, "mih"), (256, "flat"), (64, "flat"), (64, "mih")]
+)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_batch_equals_single(bits: int, strategy: str, threads: int, rng: np.random.Generator) -> None:
+def test_batch_equals_single(
+    bits: int, strategy: str, threads: int, rng: np.random.Generator
+) -> None:
     r = RADII[bits]
     base = clustered_codes(2000, bits, rng, centres=20)
     qs, planted = planted_queries(base, r, 30, rng)

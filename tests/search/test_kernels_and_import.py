@@ -45,8 +45,10 @@ def test_num_tables_and_radius_budget(n: int, bits: int) -> None:
 
 def test_build_table_is_a_counting_sort(rng: np.random.Generator) -> None:
     codes = rng.integers(0, 2**63, size=(5000, 4), dtype=np.uint64)
-    t = mih.build_tables(codes, 256, 11, threads=2)
+    t = mih.build_tables(codes, 256, 20, threads=2)  # 12-13-bit substrings, some straddling
     from hashsvc.search import kernels as K
+
+    assert np.all(t.meta[:, K.M_DIRECT] == 1)
 
     for j in range(t.num_tables):
         start, length = int(t.starts[j]), int(t.lens[j])
@@ -58,3 +60,13 @@ def test_build_table_is_a_counting_sort(rng: np.random.Generator) -> None:
         assert off[0] == 0 and off[-1] == len(codes)
         counts = np.bincount(keys.astype(np.int64), minlength=2**length)
         assert np.array_equal(np.diff(off), counts)
+
+
+def test_sparse_forced_tables_use_sorted_layout(rng: np.random.Generator) -> None:
+    """A forced m with wide substrings over few rows must not allocate 2**24-entry arrays."""
+    from hashsvc.search import kernels as K
+
+    codes = rng.integers(0, 2**63, size=(3000, 4), dtype=np.uint64)
+    t = mih.build_tables(codes, 256, 11)
+    assert np.all(t.meta[:, K.M_DIRECT] == 0)
+    assert t.nbytes < 2_000_000

@@ -139,12 +139,14 @@ def test_random_operation_sequences(
     centres = uniform_codes(3, bits, rng)
     for op, k in ops:
         if op == "add":
-            codes = np.array([flip(centres[rng.integers(3)], int(rng.integers(0, 12)), rng)
-                              for _ in range(k)], np.uint8)
+            codes = np.array(
+                [flip(centres[rng.integers(3)], int(rng.integers(0, 12)), rng) for _ in range(k)],
+                np.uint8,
+            )
             new_ids = np.arange(next_id, next_id + k, dtype=np.int64)[::-1].copy()
             next_id += k
             idx.add(new_ids, codes)
-            for i, c in zip(new_ids.tolist(), codes):
+            for i, c in zip(new_ids.tolist(), codes, strict=True):
                 model.d[i] = c
         elif op == "remove":
             if model.d:

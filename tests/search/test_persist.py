@@ -17,11 +17,13 @@ from hashsvc.search import (
     IndexCorruptError,
     ManifestError,
     SearchError,
+    persist,
 )
-from hashsvc.search import persist
 
 
-def _index(bits: int, rng: np.random.Generator, strategy: str = "auto") -> tuple[BinaryIndex, np.ndarray, np.ndarray]:
+def _index(
+    bits: int, rng: np.random.Generator, strategy: str = "auto"
+) -> tuple[BinaryIndex, np.ndarray, np.ndarray]:
     codes = clustered_codes(1200, bits, rng, centres=15)
     ids = rng.permutation(5000)[:1200].astype(np.int64)
     idx = BinaryIndex(bits, strategy=strategy)  # type: ignore[arg-type]
@@ -32,7 +34,9 @@ def _index(bits: int, rng: np.random.Generator, strategy: str = "auto") -> tuple
 
 
 @pytest.mark.parametrize(("bits", "strategy"), [(256, "auto"), (256, "mih"), (64, "auto")])
-def test_round_trip_equal(bits: int, strategy: str, tmp_path: Path, rng: np.random.Generator) -> None:
+def test_round_trip_equal(
+    bits: int, strategy: str, tmp_path: Path, rng: np.random.Generator
+) -> None:
     idx, ids, codes = _index(bits, rng, strategy)
     manifest = idx.save(tmp_path / "ix", store_version="v42")
     loaded = BinaryIndex.load(tmp_path / "ix", bits, strategy=strategy)  # type: ignore[arg-type]
@@ -135,7 +139,9 @@ def test_empty_index_round_trip(tmp_path: Path) -> None:
     assert len(loaded.search(np.zeros(32, np.uint8), 256)[0]) == 0
 
 
-def test_no_partial_files_on_failure(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_partial_files_on_failure(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     idx, _, _ = _index(256, rng)
     idx.save(tmp_path, store_version="old")
 
