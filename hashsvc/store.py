@@ -55,7 +55,7 @@ MIGRATIONS: list[str] = [
         name            TEXT NOT NULL UNIQUE COLLATE NOCASE,
         action          TEXT NOT NULL CHECK (action IN ('block', 'report')),
         pdq_threshold   INTEGER NOT NULL DEFAULT 31 CHECK (pdq_threshold BETWEEN 0 AND 256),
-        phash_threshold INTEGER NOT NULL DEFAULT 10 CHECK (phash_threshold BETWEEN 0 AND 64),
+        phash_threshold INTEGER NOT NULL DEFAULT 6 CHECK (phash_threshold BETWEEN 0 AND 64),
         description     TEXT NOT NULL DEFAULT '',
         options         TEXT NOT NULL DEFAULT '{}',
         created_at      REAL NOT NULL

@@ -184,8 +184,9 @@ def test_a_newer_database_is_refused(db_path: Path) -> None:
 def test_create_list_uses_default_thresholds(store: Store, clock: Clock) -> None:
     lst = store.create_list("ncmec-demo", "report", description="demo", options={"crops": True})
     assert lst.action is Action.REPORT
-    assert (lst.pdq_threshold, lst.phash_threshold) == (31, 10)
-    assert (lst.threshold(PDQ), lst.threshold(PHASH), lst.threshold(MD5)) == (31, 10, 0)
+    # the defaults are the signal types' (PDQ 31, pHash 6 as measured in bench/)
+    assert (lst.pdq_threshold, lst.phash_threshold) == (31, 6)
+    assert (lst.threshold(PDQ), lst.threshold(PHASH), lst.threshold(MD5)) == (31, 6, 0)
     assert lst.options == {"crops": True} and lst.created_at == T0
     assert store.get_list("ncmec-demo") == lst
     assert store.get_list("NCMEC-Demo") == lst  # names are case-insensitive
@@ -225,7 +226,7 @@ def test_create_list_refuses_bad_values(store: Store, kwargs: dict[str, object])
 def test_update_list_changes_only_what_is_given(store: Store) -> None:
     store.create_list("a", "block", options={"dihedral": True, "crops": True})
     updated = store.update_list("a", pdq_threshold=20, options={"trim_borders": False})
-    assert (updated.action, updated.pdq_threshold, updated.phash_threshold) == ("block", 20, 10)
+    assert (updated.action, updated.pdq_threshold, updated.phash_threshold) == ("block", 20, 6)
     assert updated.options == {"trim_borders": False}  # replaced whole, not merged
     assert store.update_list("a") == updated
     with pytest.raises(NotFound):
@@ -504,7 +505,7 @@ def test_entry_meta_gives_the_policy_what_it_needs(store: Store) -> None:
         "a", Action.REPORT, PDQ, "A1", "p-9",
     )  # fmt: skip
     assert (m.threshold(PDQ), m.threshold(PHASH), m.options, m.live) == (
-        20, 10, {"dihedral": False}, True,
+        20, 6, {"dihedral": False}, True,
     )  # fmt: skip
     store.set_enabled(entry_id, False)
     assert store.entry_meta(np.array([entry_id]))[entry_id].live is False
