@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from hashsvc.cli import keys, lists
+from hashsvc.cli import keys, lists, scan
 from hashsvc.cli.hash_cmd import hash_cmd
 from hashsvc.cli.match import match_cmd
 from hashsvc.cli.serve import serve_cmd
@@ -24,6 +24,7 @@ app = typer.Typer(
 app.command("hash")(hash_cmd)
 app.command("match")(match_cmd)
 app.command("serve")(serve_cmd)
+app.command("scan")(scan.scan_cmd)
 app.add_typer(lists.app, name="lists")
 app.add_typer(keys.app, name="keys")
 

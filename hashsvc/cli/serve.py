@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +44,11 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
     from hashsvc.store import Store
 
     with errors_to_exit(), Store.open(settings.db_path) as store:
-        IndexSet.open(store, settings.data_dir).save()
+        indexes = IndexSet.open(store, settings.data_dir)
+        saved = {(ix.manifest or {}).get("store_version") for ix in indexes.indexes.values()}
+        if saved != {indexes.version}:  # behind the store (or rebuilt): save the catch-up
+            indexes.save()
+        del indexes  # the supervisor process must not keep a copy of the index
 
     env = {
         "HASHSVC_ENV": settings.env,
@@ -57,20 +62,35 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
     if settings.workers > 1:
         metrics_dir = tempfile.mkdtemp(prefix="hashsvc-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    say(f"hashsvc: serving on http://{settings.host}:{settings.port} "
-        f"({settings.workers} worker(s), data in {settings.data_dir})")  # fmt: skip
+    say(
+        f"hashsvc: serving on http://{settings.host}:{settings.port} "
+        f"({settings.workers} worker(s), data in {settings.data_dir})"
+    )
+    config = uvicorn.Config(
+        "hashsvc.api.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=log_config(log_level),
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
     try:
-        uvicorn.run(
-            "hashsvc.api.app:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_config=log_config(log_level),
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=10,
-        )
+        if settings.workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            sock = config.bind_socket()
+            # uvicorn creates this socket with protocol 0, so asyncio never sets
+            # TCP_NODELAY on the connections the workers accept, and every response
+            # written in two parts waits ~40 ms for the client's delayed ACK (measured:
+            # 44 ms per request with 2 workers vs 0.6 ms with 1). Linux copies the
+            # option from the listening socket to each accepted one.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run()
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

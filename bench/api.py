@@ -1,0 +1,470 @@
+"""Load benchmark of the REST API: a real `hashsvc serve` (uvicorn, 2 workers) on
+loopback, wrk as the load generator in its own process, an index of 1M PDQ + 1M pHash.
+
+Scenarios, each at 1, 8, 32 and 128 concurrent connections:
+  (a) single-hash lookups   POST /v1/match/hashes {"pdq": ...}       (random, ~all allow)
+  (b) 1,000-hash batches    POST /v1/match/hashes {"items": [1000]}  (PDQ only)
+  (c) 1024x768 JPEG uploads POST /v1/match (image/jpeg, q90 photos of bench/corpus)
+plus the in-process references the targets compare against: hashing throughput on 2
+processes for (c), and the search core's batch throughput for (b).
+
+    .venv/bin/python bench/api.py [--duration 8] [--entries 1000000]
+
+The data dir (bench/_data/api-<n>/, git-ignored) is built once and reused. Requests go
+only to 127.0.0.1. Writes bench/RESULTS-api.md and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from hashsvc import keys  # noqa: E402
+from hashsvc.hashlist import ListEntry  # noqa: E402
+from hashsvc.signals import Hash, SignalType  # noqa: E402
+from hashsvc.store import Store  # noqa: E402
+
+CLIENTS = (1, 8, 32, 128)
+RESULTS = ROOT / "bench" / "RESULTS-api.md"
+LAST = ROOT / "bench" / "_data" / "api-last-run.json"  # raw numbers of the last run
+HEADER = "# API load benchmark (bench/api.py)\n\nNewest run first.\n"
+
+
+def build_data(data_dir: Path, n: int) -> None:
+    """1 list, n random PDQ + n random pHash entries, index saved. Reused when present."""
+    marker = data_dir / "built.json"
+    if marker.exists():
+        return
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    t = time.perf_counter()
+    with Store.open(data_dir / "hashsvc.db", cache_mib=512) as store:
+        store.create_list("bench", "block")
+        for signal in (SignalType.PDQ, SignalType.PHASH):
+            width = signal.bits // 8
+            for start in range(0, n, 250_000):
+                k = min(250_000, n - start)
+                codes = rng.integers(0, 256, (k, width), dtype=np.uint8)
+                entries = [ListEntry(Hash(signal, c.tobytes())) for c in codes]
+                store.import_entries("bench", entries, source_name="bench", file_sha256="")
+        from hashsvc.index_sync import IndexSet
+
+        IndexSet.open(store, data_dir).save()
+    marker.write_text(json.dumps({"entries": n, "seconds": round(time.perf_counter() - t, 1)}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HASHSVC_RATE_LIMIT_PER_MINUTE": "0", "HASHSVC_HASH_CONCURRENCY": "2"}
+    cmd = [
+        sys.executable,
+        "-c",
+        "from hashsvc.cli import main; main()",
+        "serve",
+        "--workers",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    import httpx
+
+    deadline = time.monotonic() + 300
+    streak = 0
+    while streak < 8:  # fresh connections in a row: both workers loaded
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("server did not start")
+        try:
+            ok = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            ok = False
+        streak = streak + 1 if ok else 0
+        time.sleep(0.05 if ok else 0.5)
+    return proc
+
+
+LUA = r"""
+local bodies = {}
+local n = 0
+local i = 0
+local ctype = "%(ctype)s"
+local token = "%(token)s"
+local path = "%(path)s"
+function init(args)
+  for line in io.lines("%(listing)s") do
+    local f = io.open(line, "rb")
+    n = n + 1
+    bodies[n] = f:read("*all")
+    f:close()
+  end
+  i = math.random(n)
+end
+function request()
+  i = i %% n + 1
+  return wrk.format("POST", path, {["Content-Type"] = ctype,
+                    ["Authorization"] = "Bearer " .. token}, bodies[i])
+end
+function response(status, headers, body)
+  if status ~= 200 then
+    io.stderr:write("status " .. status .. "\n")
+  end
+end
+"""
+
+
+def write_bodies(tmp: Path, name: str, bodies: list[bytes]) -> Path:
+    d = tmp / name
+    d.mkdir()
+    paths = []
+    for i, b in enumerate(bodies):
+        p = d / f"{i}.bin"
+        p.write_bytes(b)
+        paths.append(str(p))
+    listing = tmp / f"{name}.txt"
+    listing.write_text("\n".join(paths) + "\n")
+    return listing
+
+
+def server_cpu(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds used so far by the server's processes (parent and workers)."""
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_wrk(
+    port: int, script: Path, clients: int, duration: int, proc: subprocess.Popen[bytes]
+) -> dict[str, float]:
+    threads = min(clients, 2)
+    cpu0 = server_cpu(proc)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(clients),
+            "-d",
+            f"{duration}s",
+            "--latency",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cpu = server_cpu(proc) - cpu0
+    text = out.stdout
+    total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    lat = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"\s(50|99)%\s+([\d.]+\w+)", text)}
+    errors = len([x for x in out.stderr.splitlines() if x.startswith("status")])
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rps": rps,
+        "p50": lat["50"],
+        "p99": lat["99"],
+        "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+        "cpu_ms": 1000 * cpu / total if total else float("nan"),
+        "load": os.getloadavg()[0],
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def _hash_worker(blobs: list[bytes]) -> tuple[int, float]:
+    """`Matcher.hash_upload` on each blob (it reads only the settings); (count, CPU s)."""
+    from typing import cast
+
+    from hashsvc.config import Settings
+    from hashsvc.index_sync import IndexSet
+    from hashsvc.matcher import Matcher
+
+    hasher = Matcher(cast(Store, None), cast(IndexSet, None), Settings())
+    cpu = time.process_time()
+    for b in blobs:
+        hasher.hash_upload(b)
+    return len(blobs), time.process_time() - cpu
+
+
+def hashing_reference(jpegs: list[bytes], seconds: float = 8.0) -> tuple[float, float]:
+    """(uploads/s on 2 processes, CPU ms per upload) of the upload path's hashing alone."""
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_hash_worker, [jpegs[:2], jpegs[:2]])  # warm (numba cache, imports)
+        done, cpu, start = 0, 0.0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for n, c in pool.map(_hash_worker, [jpegs, jpegs]):
+                done, cpu = done + n, cpu + c
+        return done / (time.perf_counter() - start), 1000 * cpu / done
+
+
+def match_reference(data_dir: Path, jpegs: list[bytes]) -> float:
+    """CPU ms per upload of `Matcher.match_media` in process (hashing + every search at
+    this index size): what the API adds on top of it is the HTTP layer's cost."""
+    from hashsvc.api.runtime import open_matcher
+    from hashsvc.config import Settings
+
+    matcher = open_matcher(Settings(data_dir=data_dir))
+    try:
+        cpu = time.process_time()
+        for b in jpegs:
+            matcher.match_media(b)
+        return 1000 * (time.process_time() - cpu) / len(jpegs)
+    finally:
+        matcher.close()
+        matcher.indexes.store.close()
+
+
+def search_reference(data_dir: Path, queries: np.ndarray) -> tuple[float, float]:
+    """(PDQ hashes/s, CPU ms per hash) of `BinaryIndex.search_batch`, 1 thread, r=31."""
+    from hashsvc.search import BinaryIndex
+
+    index = BinaryIndex.load(data_dir / "search" / "pdq", 256)
+    index.search_batch(queries[:10], 31)
+    start, cpu = time.perf_counter(), time.process_time()
+    index.search_batch(queries, 31)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return len(queries) / wall, 1000 * cpu / len(queries)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    ap.add_argument("--entries", type=int, default=1_000_000, help="PDQ and pHash entries each")
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the report from the last run's raw numbers",
+    )
+    args = ap.parse_args()
+    if args.render_only:
+        last = json.loads(LAST.read_text())
+        results = {k: {int(c): r for c, r in v.items()} for k, v in last["results"].items()}
+        report = render(args, results, last["refs"], last["photos"])
+        save(report)
+        print(report)
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+
+    load_start = os.getloadavg()[0]
+    data_dir = ROOT / "bench" / "_data" / f"api-{args.entries}"
+    build_data(data_dir, args.entries)
+    with Store.open(data_dir / "hashsvc.db") as store:
+        _, token = keys.create_key(store, f"bench-{time.time_ns()}", "match")
+
+    import corpus
+
+    photos = [corpus.jpeg(img) for img in corpus.tiles((1024, 768), limit=40, max_side=1600)]
+    rng = np.random.default_rng(2)
+    singles = [
+        json.dumps({"pdq": rng.integers(0, 256, 32, np.uint8).tobytes().hex()}).encode()
+        for _ in range(2000)
+    ]
+    batch_codes = rng.integers(0, 256, (8 * 1000, 32), dtype=np.uint8)
+    batches = [
+        json.dumps({"items": [{"pdq": c.tobytes().hex()} for c in batch_codes[i::8]]}).encode()
+        for i in range(8)
+    ]
+
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="hashsvc-bench-"))
+    scenarios = {
+        "single": ("/v1/match/hashes", "application/json", singles),
+        "batch1000": ("/v1/match/hashes", "application/json", batches),
+        "jpeg1024x768": ("/v1/match", "image/jpeg", photos),
+    }
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    proc = start_server(data_dir, port)
+    try:
+        for name, (path, ctype, bodies) in scenarios.items():
+            listing = write_bodies(tmp, name, bodies)
+            script = tmp / f"{name}.lua"
+            script.write_text(
+                LUA % {"ctype": ctype, "token": token, "path": path, "listing": listing}
+            )
+            run_wrk(port, script, 8, 2, proc)  # warm-up
+            results[name] = {}
+            for c in CLIENTS:
+                results[name][c] = run_wrk(port, script, c, args.duration, proc)
+                print(name, c, results[name][c], flush=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    refs = {
+        "hash": hashing_reference(photos),
+        "match_cpu": match_reference(data_dir, photos),
+        "search": search_reference(data_dir, batch_codes[:2000]),
+        "load_start": load_start,
+    }
+    LAST.write_text(
+        json.dumps(
+            {"results": results, "refs": refs, "photos": len(photos), "load": os.getloadavg()[0]}
+        )
+    )
+    report = render(args, results, refs, len(photos))
+    save(report)
+    print(report)
+
+
+def save(report: str) -> None:
+    """Newest run first, earlier runs kept below it: on a shared box one run says little,
+    the spread across runs says more."""
+    marker = "\n## Run of "
+    earlier = ""
+    if RESULTS.exists():
+        text = RESULTS.read_text()
+        if marker in text:
+            earlier = text[text.index(marker) :]
+    RESULTS.write_text(HEADER + report + earlier)
+
+
+def render(args, results, refs, n_photos: int) -> str:  # type: ignore[no-untyped-def]
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        )
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    load = refs.get("load_start", os.getloadavg()[0])
+    lines = [
+        "",
+        f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"load average at the start {load:.1f} (the box is shared).",
+        "Server: `hashsvc serve --workers 2` (uvicorn + httptools + uvloop) on 127.0.0.1, "
+        "index of "
+        f"{args.entries:,} PDQ + {args.entries:,} pHash random entries in one list; "
+        "client: wrk (-t min(c,2)) on the same 2 cores, "
+        f"{args.duration} s per cell, keep-alive connections.",
+        "",
+        f"Command: `.venv/bin/python bench/api.py --duration {args.duration} "
+        f"--entries {args.entries}`",
+        "",
+        "Server CPU ms/req is the CPU time of the server's processes per completed request:",
+        "it does not depend on how busy the shared box is, unlike req/s and latency. Load is",
+        "the 1-minute load average at the end of each cell (2 means both cores busy).",
+        "",
+        "| scenario | clients | req/s | hashes/s | p50 ms | p99 ms | server CPU ms/req | load |"
+        " errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    per_req = {"single": 1, "batch1000": 1000, "jpeg1024x768": 1}
+    for name, cells in results.items():
+        for c, r in cells.items():
+            lines.append(
+                f"| {name} | {c} | {r['rps']:,.0f} | {r['rps'] * per_req[name]:,.0f} | "
+                f"{r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_ms']:.2f} | {r['load']:.1f} | "
+                f"{int(r['errors'])} |"
+            )
+    best_jpeg = max(r["rps"] for r in results["jpeg1024x768"].values())
+    jpeg_cpu = min(r["cpu_ms"] for r in results["jpeg1024x768"].values())
+    single_cpu = min(r["cpu_ms"] for r in results["single"].values())
+    hash_rps, hash_cpu = refs["hash"]
+    search_rps, search_cpu = refs["search"]
+    lines += [
+        "",
+        "References measured by the same script (same box, same load):",
+        f"- hashing alone (`Matcher.hash_upload`: fast decode, 8 dihedral PDQ, border trim,"
+        f" pHash, MD5, SHA-256; {n_photos} 1024x768 JPEGs q90) on 2 processes, no HTTP:"
+        f" {hash_rps:,.0f} uploads/s, {hash_cpu:.1f} CPU ms per upload. The API's best:"
+        f" {best_jpeg:,.0f} uploads/s ({best_jpeg / hash_rps:.0%}), {jpeg_cpu:.1f} CPU ms per"
+        f" upload ({hash_cpu / jpeg_cpu:.0%} of the hashing-only rate by CPU).",
+        f"- hashing + matching in process (`Matcher.match_media`, 1M + 1M index, 1 thread):"
+        f" {refs['match_cpu']:.1f} CPU ms per upload, against the API's {jpeg_cpu:.1f} (the"
+        " difference is HTTP, threads and the server's other work, plus run-to-run noise).",
+        f"- search core, `BinaryIndex.search_batch` at 1M PDQ, r=31, 1 thread: "
+        f"{search_rps:,.0f} hashes/s ({search_cpu:.3f} CPU ms per hash); 2 cores cap scenario"
+        f" (b) near {2 * 1000 / search_cpu:,.0f} hashes/s whatever the API does.",
+        f"- single lookups: {single_cpu:.2f} server CPU ms per request: on 2 idle cores"
+        f" (wrk needs some) at most ~{2000 / single_cpu:,.0f} req/s.",
+    ]
+    a32 = results["single"][32]
+    best_b = max(r["rps"] for r in results["batch1000"].values()) * 1000
+    lines += [
+        "",
+        "Against the issue's targets:",
+        f"- (a) >= 2,000 req/s with p99 <= 15 ms at 32 clients: {a32['rps']:,.0f} req/s,"
+        f" p99 {a32['p99']:.1f} ms.",
+        f"- (b) >= 50,000 hashes/s: best {best_b:,.0f} hashes/s; the search core alone caps"
+        f" 2 cores near {2 * 1000 / search_cpu:,.0f}.",
+        f"- (c) within 80% of the 2-core hashing throughput: best {best_jpeg:,.0f} uploads/s vs"
+        f" {hash_rps:,.0f} ({best_jpeg / hash_rps:.0%}); by CPU per upload"
+        f" {hash_cpu / jpeg_cpu:.0%}.",
+    ]
+    lines += [
+        "",
+        "How to read it:",
+        "- The box is shared with other engineers' benchmarks: with the load average above 2",
+        "  the server gets a fraction of the 2 cores, so req/s and latency understate what an",
+        "  idle box gives; server CPU ms/req does not (but contention inflates it too, by",
+        "  cache and frequency effects). Ideal req/s on an idle box ~= 2 cores / CPU per req.",
+        "- (a) is one PDQ lookup per request (1M-entry MIH search ~0.3 ms, the lists' thresholds",
+        "  and entry metadata from SQLite, auth, audit buffer, JSON): run on the event loop.",
+        "- (b) is bounded by the search core: 1,000 PDQ queries cost ~1,000 single searches",
+        "  (the reference line); the HTTP/JSON/pydantic cost per batch is small beside it.",
+        "- (c) matches each upload with its 8 rotations/flips and border-trimmed variants",
+        "  (9+ searches at 1M) on top of hashing, so it cannot reach the hashing-only",
+        "  reference; the searches are the gap, not the HTTP layer.",
+        "- With 128 connections and slow requests, cells can show few completions within the",
+        "  window: wrk counts only requests that finish inside it.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Health, readiness, metrics, request ids and what the logs may say."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hashsvc import hashing
+from hashsvc.api.context import JsonFormatter
+from hashsvc.config import Settings
+from hashsvc.matcher import Matcher
+from tests.api.conftest import Env, jpeg_headers, make_app, quick_matcher, running, upload_bytes
+
+
+def test_readyz_is_503_until_the_index_is_loaded(env: Env) -> None:
+    gate = threading.Event()
+
+    def slow(settings: Settings) -> Matcher:
+        gate.wait(10)
+        return quick_matcher(settings)
+
+    with running(make_app(env, slow), ready=False) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "not_ready"
+        assert r.headers["retry-after"] == "1"
+        m = c.post("/v1/match", content=upload_bytes(1), headers=jpeg_headers(env))
+        assert m.status_code == 503 and m.json()["error"] == "not_ready"
+        gate.set()
+        from tests.api.conftest import wait_ready
+
+        wait_ready(c)
+        assert c.get("/readyz").json() == {"status": "ready", "detail": "ready"}
+
+
+def test_readyz_reports_a_failed_load(env: Env) -> None:
+    def broken(settings: Settings) -> Matcher:
+        raise OSError("disk on fire")
+
+    with running(make_app(env, broken), ready=False) as c:
+        import time
+
+        deadline = time.monotonic() + 5
+        while "failed" not in c.get("/readyz").json()["detail"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert c.get("/readyz").status_code == 503
+
+
+def test_readyz_turns_503_when_the_index_is_stale(client: TestClient, env: Env) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.last_refresh -= 3600  # as if the refresher had been failing for an hour
+    r = client.get("/readyz")
+    if r.status_code == 200:  # the refresher ticked in between: still proves freshness
+        assert services.readiness()[0]
+    else:
+        assert "stale" in r.json()["detail"]
+
+
+def test_metrics(client: TestClient, env: Env) -> None:
+    client.post("/v1/match", content=upload_bytes(1), headers=jpeg_headers(env))
+    client.post("/v1/match/hashes", json={"items": [{"md5": "0" * 32}] * 3}, headers=env.auth())
+    text = client.get("/metrics", headers=env.auth("metrics")).text
+    assert 'hashsvc_http_requests_total{method="POST",route="/v1/match",status="200"} 1.0' in text
+    assert 'hashsvc_verdicts_total{source="media",verdict="block"} 1.0' in text
+    assert 'hashsvc_verdicts_total{source="hashes",verdict="allow"} 3.0' in text
+    assert 'hashsvc_index_entries{signal="pdq"} 3.0' in text
+    assert (
+        "hashsvc_index_age_seconds" in text
+        and "hashsvc_http_request_duration_seconds_bucket" in text
+    )
+    assert client.get("/metrics", headers=env.auth("admin")).status_code == 200  # admin implies
+
+
+def test_request_id_is_echoed_or_made(client: TestClient, env: Env) -> None:
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = client.get("/v1/lists", headers={"X-Request-ID": "bad id\twith junk"})
+    assert r.headers["x-request-id"] != "bad id\twith junk" and len(r.headers["x-request-id"]) == 32
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def test_logs_are_json_without_hashes_or_filenames(
+    client: TestClient, env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    allowed = upload_bytes(9)
+    hashes = hashing.hash_media(allowed)
+    with caplog.at_level(logging.INFO, logger="hashsvc"):
+        client.post("/v1/match", files={"file": ("secret-name.jpg", allowed)}, headers=env.auth())
+        client.post("/v1/match/hashes", json={"pdq": hashes.pdq.hex}, headers=env.auth())
+    lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "hashsvc.api.access"]
+    assert len(lines) == 2
+    for line in lines:
+        record = json.loads(line)
+        assert record["route"].startswith("/v1/match") and record["verdict"] == "allow"
+        assert record["request_id"] and record["key_id"] == env.key_ids["all"]
+    text = "\n".join(lines)
+    for h in (hashes.pdq.hex, hashes.md5.hex, hashes.sha256.hex, hashes.phash.hex, "secret-name"):
+        assert h not in text
