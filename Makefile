@@ -9,7 +9,7 @@ DATA_DIR ?= index
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[test,dev,bench]"
+	$(PY) -m pip install -q -e ".[test,dev,bench,cluster]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -31,6 +31,7 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/hashing.py
 	$(PY) bench/search.py
+	$(PY) bench/scan.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

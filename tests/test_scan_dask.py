@@ -1,0 +1,112 @@
+"""`hashsvc scan` on Dask: `--dask-local 2` and `--scheduler` give exactly the results of
+the local path; the per-worker Matcher plugin is removed afterwards; a worker whose store
+is behind the client's stops the scan.
+
+The `--dask-local 2` test starts a real cluster of 2 worker processes, since that is
+what it tests; worker start-up (imports, numba kernels) dominates this module's time.
+The `--scheduler` tests connect to one module cluster whose workers are threads of this
+process (`processes=False`): the client code is the same, and the test stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+import distributed
+import pytest
+
+from hashsvc import scan
+from tests.conftest import encode, smooth_image
+from tests.test_scan import (
+    IS_ROOT,
+    build_tree,
+    canonical,
+    check_results,
+    cli,
+    read_jsonl,
+    settings_for,
+)
+from tests.test_scan import data_dir as data_dir  # noqa: F401  (the module fixture)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as c:
+        yield c
+
+
+def _local_results(data_dir: Path, root: Path, out: Path) -> list[dict[str, Any]]:
+    code, output = cli(data_dir, str(root), "--out", str(out), "--workers", "0", "--quiet")
+    assert code == 1, output
+    return read_jsonl(out)
+
+
+def test_dask_local_gives_the_same_results_as_the_local_path(
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    tree = build_tree(tmp_path / "t", locked_fails=not IS_ROOT)
+    out = tmp_path / "dask.jsonl"
+    code, output = cli(data_dir, str(tree.root), "--out", str(out), "--dask-local", "2")
+    assert code == 1, output
+    assert "scan finished" in output
+    check_results(tree, read_jsonl(out))
+    local = _local_results(data_dir, tree.root, tmp_path / "local.jsonl")
+    assert canonical(read_jsonl(out)) == canonical(local)
+
+
+def test_scheduler_option_uses_an_existing_cluster_and_cleans_up(
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    cluster: Any,
+) -> None:
+    tree = build_tree(tmp_path / "t", locked_fails=not IS_ROOT)
+    out = tmp_path / "dask.jsonl"
+    args = ["--out", str(out), "--scheduler", cluster.scheduler_address, "--quiet"]
+    code, output = cli(data_dir, str(tree.root), *args)
+    assert code == 1, output
+    check_results(tree, read_jsonl(out))
+    local = _local_results(data_dir, tree.root, tmp_path / "local.jsonl")
+    assert canonical(read_jsonl(out)) == canonical(local)
+    with distributed.Client(cluster) as client:
+        plugins = client.run(lambda dask_worker: list(dask_worker.plugins))
+    assert len(plugins) == 2 and all(scan.DASK_PLUGIN not in p for p in plugins.values())
+
+
+def test_a_worker_whose_store_is_behind_stops_the_scan(
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    cluster: Any,
+) -> None:
+    """A stale copy of the data dir on a worker would miss entries silently."""
+    (tmp_path / "a.jpg").write_bytes(encode(smooth_image(1)))
+    with distributed.Client(cluster) as client:
+        backend = scan.DaskBackend(client, settings_for(data_dir), min_version=10**9)
+        try:
+            with pytest.raises(scan.ScanError, match="behind this client"):
+                list(scan.Scan([str(tmp_path)], backend))
+        finally:
+            backend.close()
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.jpg").write_bytes(encode(smooth_image(2)))
+    out = tmp_path / "r.jsonl"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code, output = cli(
+            data_dir, str(tmp_path), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9"
+        )
+    assert code == 2 and "cannot reach the Dask scheduler" in output
