@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DATA_DIR ?= index
 
-.PHONY: test check lint typecheck run bench bench-data demo-index clean
+.PHONY: test check lint typecheck run bench bench-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,20 @@ typecheck: $(STAMP)
 run: $(STAMP)
 	$(PY) -m hashsvc.demo --data-dir $(DATA_DIR)
 
-bench: $(STAMP)
+# Benchmarks (minutes; the 10M search rows need ~3 GB RAM and ~15 min): each script writes
+# bench/RESULTS-<name>.md, then bench/RESULTS.md is rebuilt from them.
+bench: $(STAMP) bench-data
 	$(PY) bench/hashing.py
-	$(PY) bench/search.py
+	$(PY) bench/search.py --sizes 1000000,10000000
+	$(PY) bench/robustness.py
+	$(PY) bench/api.py
 	$(PY) bench/scan.py
+	$(PY) bench/assemble.py
+
+# Benign photos for the corpus (Debian wallpaper packages); needs root and apt.
+bench-data:
+	test -d /usr/share/backgrounds/mate || (apt-get update -q && apt-get install -y -q \
+		mate-backgrounds ukui-wallpapers plasma-workspace-wallpapers)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
