@@ -57,12 +57,13 @@ class Match:
             "entry_id": self.entry_id,
             "signal_type": self.signal.value,
         }
-        if self.category:
-            out["category"] = self.category
         if distances:
             out["distance"] = self.distance
             if self.variant:
                 out["variant"] = self.variant
+        # list metadata beyond name and entry id is admin-only (DESIGN.md privacy rules)
+        if metadata and self.category:
+            out["category"] = self.category
         if metadata and self.external_id:
             out["external_id"] = self.external_id
         return out

@@ -185,9 +185,9 @@ class Services:
         log.info("index loaded", extra={"fields": {"entries": matcher.indexes.sizes()}})
         interval = self.settings.index_refresh_seconds
         while not self._stop.wait(interval):
-            self._tick(matcher)
+            self._tick()
 
-    def _tick(self, matcher: Matcher) -> None:
+    def _tick(self) -> None:
         try:
             self.refresh_now()
         except Exception:

@@ -102,7 +102,7 @@ class MatchItem(BaseModel):
     list: str
     entry_id: int
     signal_type: Literal["pdq", "phash", "md5", "sha256"]
-    category: str | None = None
+    category: str | None = Field(None, description="The list's category (admin scope only).")
     distance: int | None = Field(None, description="Only for keys with the review scope.")
     variant: str | None = Field(
         None, description="Which rotation/flip of the upload matched (review scope)."

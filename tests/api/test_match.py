@@ -57,12 +57,14 @@ def test_scopes_decide_what_a_match_reveals(client: TestClient, env: Env) -> Non
         return r.json()["matches"]
 
     plain = matches("match")
-    assert plain and all("distance" not in m and "external_id" not in m for m in plain)
-    assert all(m["category"] == "cat-known" for m in plain)
+    # list metadata beyond list name and entry id (category, the list's own id) is
+    # admin-only: DESIGN.md's privacy rule wins over the example shape
+    assert plain and all(set(m) == {"list", "entry_id", "signal_type"} for m in plain)
     review = matches("review")
-    assert all("distance" in m and "external_id" not in m for m in review)
+    assert all("distance" in m and "external_id" not in m and "category" not in m for m in review)
     full = matches("all")
     assert all("distance" in m and "external_id" in m for m in full)
+    assert all(m["category"] == "cat-known" for m in full)
 
 
 def test_bad_media_is_422_with_the_reason(client: TestClient, env: Env) -> None:

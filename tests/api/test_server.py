@@ -91,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     srv = Server(env, f"http://127.0.0.1:{port}", proc, tmpdir, port)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a loaded CI box: workers compile or load kernels
         ready = 0
         while ready < 6:  # several fresh connections in a row: both workers are up
             logged = (root / "server.log").read_text(errors="replace")
@@ -188,10 +188,10 @@ def test_list_changes_by_another_process_reach_every_worker(server: Server) -> N
 
 
 def _until_all_say(c: httpx.Client, body: dict[str, str], verdict: str, since: float) -> None:
-    """Within 1 s of a write, 10 answers in a row (each on a new connection, so from
+    """Within 1 s of a write, 6 answers in a row (each on a new connection, so from
     either worker) give the new verdict."""
     streak = 0
-    while streak < 10:
+    while streak < 6:
         streak = (
             streak + 1 if c.post("/v1/match/hashes", json=body).json()["verdict"] == verdict else 0
         )
