@@ -326,7 +326,7 @@ def _warm_cluster(files: list[Path]) -> Iterator[str]:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:  # fmt: skip
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([HASHSVC, "scan", str(files[0].parent), "--out", f"{tmp}/w.jsonl",
                             "--scheduler", cluster.scheduler_address, "--quiet",

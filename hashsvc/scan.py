@@ -790,7 +790,7 @@ def dask_client(scheduler: str | None = None, local_workers: int | None = None) 
             n_workers=local_workers or 1,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: never clash with a running cluster
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
