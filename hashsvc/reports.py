@@ -32,6 +32,7 @@ from hashsvc.matcher import Match, MatchResult
 from hashsvc.policy import Verdict
 from hashsvc.signals import SignalType
 from hashsvc.store import Action, Store
+from hashsvc.store import iso as iso
 
 MAX_NOTE_CHARS = 2000
 EXPORT_FORMAT = "hashsvc-report-export"
@@ -269,12 +270,6 @@ def export(reports: Iterable[Report], *, metadata: bool) -> dict[str, Any]:
             for r in reports
         ],
     }
-
-
-def iso(ts: float) -> str:
-    """RFC 3339 UTC with milliseconds."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
-    return f"{whole}.{int((ts % 1) * 1000):03d}Z"
 
 
 _COLS = (

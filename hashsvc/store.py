@@ -383,6 +383,20 @@ class Store:
                 raise NotFound(f"no list named {name!r}")
             return found
 
+    def list_summary(self, lst: HashList) -> dict[str, Any]:
+        """A list's settings and entry counts as JSON (the CLI and the API print this)."""
+        return {
+            "name": lst.name,
+            "action": lst.action.value,
+            "pdq_threshold": lst.pdq_threshold,
+            "phash_threshold": lst.phash_threshold,
+            "description": lst.description,
+            "options": lst.options,
+            "entries": self.count_entries(lst.name),
+            "enabled_entries": self.count_entries(lst.name, enabled_only=True),
+            "created_at": iso(lst.created_at),
+        }
+
     def lists(self) -> list[HashList]:
         with self._read() as conn:
             rows = conn.execute(f"SELECT {_LIST_COLS} FROM lists ORDER BY name").fetchall()
@@ -504,7 +518,7 @@ class Store:
                 ).fetchone()
                 if row is None:
                     raise InvalidValue(f"variants given for {owner!r}, which is not imported")
-                for h, kind in extra:
+                for _h, kind in extra:
                     if not kind or len(kind) > MAX_KIND_CHARS:
                         raise InvalidValue(f"variant kind must be 1..{MAX_KIND_CHARS} characters")
                 conn.executemany(
@@ -1055,3 +1069,9 @@ def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidValue(f"list option {key!r} must be a {kind.__name__}")
         out[key] = value
     return out
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 UTC with milliseconds: how every timestamp leaves the service."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+    return f"{whole}.{int((ts % 1) * 1000):03d}Z"

@@ -56,7 +56,7 @@ def create(
     settings = settings_for(data_dir)
     with errors_to_exit(), _store(settings) as store:
         lst = store.create_list(name, action, pdq_threshold, phash_threshold, description)
-        emit(_list_json(lst, store))
+        emit(store.list_summary(lst))
 
 
 @app.command("import")
@@ -157,7 +157,7 @@ def ls(data_dir: DataDir = None) -> None:
     settings = settings_for(data_dir)
     with errors_to_exit(), _store(settings) as store:
         for lst in store.lists():
-            emit(_list_json(lst, store))
+            emit(store.list_summary(lst))
 
 
 @app.command("show")
@@ -166,7 +166,7 @@ def show(name: str, data_dir: DataDir = None) -> None:
     settings = settings_for(data_dir)
     with errors_to_exit(), _store(settings) as store:
         lst = store.get_list(name)
-        record = _list_json(lst, store)
+        record = store.list_summary(lst)
         record["batches"] = [
             {
                 "id": b.id,
@@ -235,19 +235,6 @@ def remove(entry_id: int, data_dir: DataDir = None) -> None:
         store.remove_entry(entry_id)
         _sync_index(settings, store)
         emit({"entry_id": entry_id, "removed": True})
-
-
-def _list_json(lst, store) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    return {
-        "name": lst.name,
-        "action": lst.action.value,
-        "pdq_threshold": lst.pdq_threshold,
-        "phash_threshold": lst.phash_threshold,
-        "description": lst.description,
-        "options": lst.options,
-        "entries": store.count_entries(lst.name),
-        "created_at": _iso(lst.created_at),
-    }
 
 
 def _iso(ts: float) -> str:

@@ -27,7 +27,7 @@ from hashsvc.errors import NotFound
 from hashsvc.hashlist import FORMATS, parse_list
 from hashsvc.reports import iso
 from hashsvc.signals import SignalType
-from hashsvc.store import Entry, HashList, Store
+from hashsvc.store import Entry, Store
 
 router = APIRouter(prefix="/v1/lists", tags=["lists"])
 
@@ -60,7 +60,7 @@ _RAW_FORMATS = {
 )
 async def get_lists(key: AdminKey, store: RecordsDep) -> JSONResponse:
     def work() -> list[dict[str, Any]]:
-        return [_list_json(store, lst) for lst in store.lists()]
+        return [store.list_summary(lst) for lst in store.lists()]
 
     return JSONResponse({"lists": await anyio.to_thread.run_sync(work)})
 
@@ -88,7 +88,7 @@ async def create_list(
             options,
         )
         _audit(request, store, key.id, "list.create", detail={"list": lst.name})
-        return _list_json(store, lst)
+        return store.list_summary(lst)
 
     return JSONResponse(await anyio.to_thread.run_sync(work), status_code=201)
 
@@ -102,7 +102,7 @@ async def create_list(
 )
 async def get_list(name: ListPath, key: AdminKey, store: RecordsDep) -> JSONResponse:
     def work() -> dict[str, Any]:
-        return _list_json(store, store.get_list(name))
+        return store.list_summary(store.get_list(name))
 
     return JSONResponse(await anyio.to_thread.run_sync(work))
 
@@ -302,20 +302,6 @@ def _audit(
             )
         ]
     )
-
-
-def _list_json(store: Store, lst: HashList) -> dict[str, Any]:
-    return {
-        "name": lst.name,
-        "action": lst.action.value,
-        "pdq_threshold": lst.pdq_threshold,
-        "phash_threshold": lst.phash_threshold,
-        "description": lst.description,
-        "options": lst.options,
-        "entries": store.count_entries(lst.name),
-        "enabled_entries": store.count_entries(lst.name, enabled_only=True),
-        "created_at": iso(lst.created_at),
-    }
 
 
 def _entry_json(e: Entry) -> dict[str, Any]:
