@@ -136,7 +136,8 @@ def main() -> None:
     sections = [
         "## Hashing: PDQ + pHash per image, one core",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}. Load average at start: {os.getloadavg()[0]:.1f} (2 = both "
+        "cores busy; other jobs inflate absolute times, the ratios hold better).",
         f"Command: `.venv/bin/python bench/hashing.py --n-small {args.n_small} "
         f"--n-large {args.n_large} --repeat {args.repeat}`",
         f"Corpus: {len(small)} 1024x768 and {len(large)} 3264x2448 (8 MP) JPEG q90 tiles/crops "
