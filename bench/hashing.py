@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import corpus  # noqa: E402
+from machine import machine  # noqa: E402
 
 from hashsvc.hashing import HashPath, hash_media  # noqa: E402
 from hashsvc.signals import Hash, SignalType  # noqa: E402
@@ -67,16 +66,6 @@ PIPELINES: dict[str, Callable[[bytes], tuple[Hash, Hash]]] = {
     "hashsvc fast (matching)": ours(HashPath.FAST),
     "hashsvc fast + 8 dihedral PDQ (matching)": ours(HashPath.FAST, dihedral=True),
 }
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                     if line.startswith("Model name"))  # fmt: skip
-    except Exception:
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, one core used"
 
 
 def measure(images: list[bytes], repeat: int) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
@@ -126,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
 
     small = [corpus.jpeg(t) for t in corpus.tiles((1024, 768), limit=args.n_small)]
-    large = [corpus.jpeg(t) for _, t in zip(range(args.n_large), corpus.large_photos())]
+    large = [corpus.jpeg(t) for _, t in zip(range(args.n_large), corpus.large_photos(), strict=False)]
     # PDQ of a flat image (quality < 50) is rounding noise, in every implementation, and
     # is not used for matching: drift is measured on photos PDQ can describe
     flat_small = [d for d in small if naive_quality(d) < 50]
@@ -136,7 +125,8 @@ def main() -> None:
     sections = [
         "## Hashing: PDQ + pHash per image, one core",
         "",
-        f"Machine: {machine()}. Load average at start: {os.getloadavg()[0]:.1f} (2 = both "
+        f"Machine: {machine()}, one core used. Load average at start: "
+        f"{os.getloadavg()[0]:.1f} (2 = both "
         "cores busy; other jobs inflate absolute times, the ratios hold better).",
         f"Command: `.venv/bin/python bench/hashing.py --n-small {args.n_small} "
         f"--n-large {args.n_large} --repeat {args.repeat}`",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import corpus  # noqa: E402
+from machine import machine  # noqa: E402
 
 from hashsvc.config import Settings  # noqa: E402
 
@@ -237,16 +237,6 @@ def run_once(args: list[str]) -> Run:
         lines = Path(f"{tmp}/r.jsonl").read_text().count("\n")
     assert lines == int(m.group(1)), "every file must have its line"
     return wall, int(m.group(1)) / float(m.group(2)), proc.returncode, load, cpu
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                     if line.startswith("Model name"))  # fmt: skip
-    except Exception:
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
