@@ -88,6 +88,9 @@ class Matcher:
         self.store = store
         self.indexes = indexes
         self.settings = settings
+        # (index version, radii): lists change only through the change log, which moves
+        # the version, so the lists are read once per refresh instead of per match
+        self._radii_cache: tuple[int, dict[SignalType, int]] | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Matcher:
@@ -193,11 +196,17 @@ class Matcher:
     def _radii(self) -> dict[SignalType, int]:
         """Search radius per perceptual signal: the largest threshold of any list (each
         hit is then held to its own list's threshold)."""
+        version = self.indexes.version
+        cached = self._radii_cache
+        if cached is not None and cached[0] == version:
+            return cached[1]
         lists = self.store.lists()
-        return {
+        radii = {
             s: max((lst.threshold(s) for lst in lists), default=0)
             for s in (SignalType.PDQ, SignalType.PHASH)
         }
+        self._radii_cache = (version, radii)
+        return radii
 
     def _within_thresholds(
         self, hits: dict[int, list[Hit]], lists: Collection[str] | None
