@@ -22,6 +22,8 @@ Nothing here writes to disk: bytes are wrapped in `BytesIO`.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -105,6 +107,12 @@ def read_bytes(source: bytes | bytearray | memoryview | str | Path) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     try:
+        # a FIFO or a device would block or never end: only regular files are read
+        mode = os.stat(source).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise MediaRejected(f"{source}: not a regular file (fifo, socket or device)")
         return Path(source).read_bytes()
     except IsADirectoryError:
         raise MediaRejected(f"{source}: is a directory") from None

@@ -171,3 +171,20 @@ def test_data_dir_from_the_environment_and_a_second_process(tmp_path: Path) -> N
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["verdict"] == "block"
     assert (data_dir / "hashsvc.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_match_refuses_a_data_dir_without_a_store(tmp_path: Path) -> None:
+    code, _, output = run(tmp_path / "typo", "match", "--pdq", BRIDGE_PDQ)
+    assert code == 2 and "no store" in output
+    assert not (tmp_path / "typo" / "hashsvc.db").exists()
+
+
+def test_a_fifo_in_a_folder_is_reported_not_read(data_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe")
+    (folder / "a.jpg").write_bytes(encode(smooth_image(5)))
+    result = runner.invoke(app, ["hash", str(folder)])
+    assert result.exit_code == 2
+    lines = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert "not a regular file" in lines["pipe"]["error"] and "pdq" in lines["a.jpg"]

@@ -58,6 +58,9 @@ def match_cmd(
             out["notes"] = list(result.notes)
         return out
 
+    if not settings.db_path.exists():
+        # opening would create an empty store and report every file "allow"
+        fail(f"no store at {settings.db_path} (wrong --data-dir?)")
     with errors_to_exit():
         matcher = Matcher.open(settings)
     try:
