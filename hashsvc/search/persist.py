@@ -53,15 +53,8 @@ class Loaded:
     manifest: dict[str, Any]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """fsync a file's data, or a directory's entries (so a rename in it is durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -136,7 +129,7 @@ def save_arrays(
     try:
         _create_private(tmp)
         write_faiss_file(tmp, ids, codes_u8, bits)
-        _fsync_file(tmp)
+        _fsync(tmp)
         digest = _sha256_file(tmp)
         os.replace(tmp, final)
     except BaseException:
@@ -159,13 +152,13 @@ def save_arrays(
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(directory)  # the new index file's name is durable before the commit
+        _fsync(directory)  # the new index file's name is durable before the commit
         os.replace(mtmp, directory / MANIFEST)  # commit point
     except BaseException:
         mtmp.unlink(missing_ok=True)
         final.unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
+    _fsync(directory)
     for old in directory.glob("codes-*.faissbin"):
         if old.name != name:
             old.unlink(missing_ok=True)
