@@ -57,6 +57,11 @@ def entry_ids(keys: np.ndarray) -> np.ndarray:
     return np.asarray(keys, dtype=np.int64) // KEY_SLOTS
 
 
+def _found(keys: np.ndarray, dists: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index hits as (entry ids, distances, slots)."""
+    return entry_ids(keys), dists, keys % KEY_SLOTS
+
+
 def all_keys(entry_ids: np.ndarray, slots: int) -> np.ndarray:
     """Every key entries can hold, for removing them (slots = highest slot used + 1)."""
     base = np.asarray(entry_ids, dtype=np.int64)[:, None] * KEY_SLOTS
@@ -121,7 +126,7 @@ class IndexSet:
         """(entry ids, distances, slots) within `radius`; an entry may appear once per
         code it owns. Slot 0 is the entry's own hash, >0 an enrollment variant (crop)."""
         keys, dists = self.indexes[query.signal].search(query.codes(), radius)
-        return entry_ids(keys), dists, keys % KEY_SLOTS
+        return _found(keys, dists)
 
     def rebuild(self) -> None:
         """Rebuild every index from the store (after a big import, or on demand)."""
@@ -139,11 +144,10 @@ class IndexSet:
         index = self.indexes[queries[0].signal]
         codes = np.stack([q.codes() for q in queries])
         lims, keys, dists = index.search_batch(codes, radius)
-        out = []
-        for j in range(len(queries)):
-            k = keys[lims[j] : lims[j + 1]]
-            out.append((entry_ids(k), dists[lims[j] : lims[j + 1]], k % KEY_SLOTS))
-        return out
+        return [
+            _found(keys[lims[j] : lims[j + 1]], dists[lims[j] : lims[j + 1]])
+            for j in range(len(queries))
+        ]
 
     def refresh(self) -> int:
         """Apply store changes since `version`; returns how many were applied."""
