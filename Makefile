@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DATA_DIR ?= index
 
-.PHONY: test check lint typecheck run bench bench-data clean
+.PHONY: test check lint typecheck run bench bench-data clean fuzz soak crash reliability
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,20 @@ bench: $(STAMP) bench-data
 bench-data:
 	test -d /usr/share/backgrounds/mate || (apt-get update -q && apt-get install -y -q \
 		mate-backgrounds ukui-wallpapers plasma-workspace-wallpapers)
+
+# Reliability (issue 8, RELIABILITY.md): the long variants of tests that `make test`
+# runs short. HASHSVC_LONG=1 switches each test in tests/reliability/ to its full length.
+fuzz: $(STAMP)
+	HASHSVC_LONG=1 $(PY) -m pytest -q -p no:cacheprovider tests/reliability/test_fuzz.py
+	HASHSVC_LONG=1 $(PY) tests/reliability/fuzz_media.py
+
+soak: $(STAMP)
+	HASHSVC_LONG=1 $(PY) -m pytest -q -s tests/reliability/test_soak.py
+
+crash: $(STAMP)
+	HASHSVC_LONG=1 $(PY) -m pytest -q -s tests/reliability/test_crash.py
+
+reliability: fuzz soak crash
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
