@@ -11,8 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hashsvc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hashsvc.video import VideoLimits
 
 _PREFIX = "HASHSVC_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -37,6 +41,16 @@ class Settings:
     trim_borders: bool = True  # also search the query's content inside added borders
     enroll_crops: bool = True  # enrollment also indexes centre/corner crops
 
+    # video (vPDQ; see hashsvc/video.py and hashsvc/vpdq.py)
+    video_max_seconds: float = 3600.0  # from the container before decoding, and while
+    video_max_frames: int = 250_000
+    video_max_pixels: int = 4096 * 2304  # per frame
+    video_max_body_bytes: int = 512 * 1024 * 1024  # API bodies sent as video/*
+    vpdq_seconds_per_hash: float = 1.0  # one frame PDQ per second (0: every frame)
+    vpdq_query_percent: float = 80.0  # share of the upload's unique frames that must match
+    vpdq_compared_percent: float = 0.0  # share of the list video's frames that must be hit
+    video_fast_decode: bool = False  # matching only: skip non-reference frames + deblocking
+
     # API
     host: str = "127.0.0.1"
     port: int = 8000
@@ -44,6 +58,7 @@ class Settings:
     docs_enabled: bool = False
     rate_limit_per_minute: int = 6000  # per key; 0 disables (refused in prod)
     hash_concurrency: int = 4  # concurrent decode+hash jobs off the event loop
+    max_in_flight: int = 64  # per worker; more at once get 503 + Retry-After; 0 disables
     webhook_url: str = ""
     index_refresh_seconds: float = 0.5
 
@@ -69,9 +84,18 @@ class Settings:
     def validate(self) -> None:
         if self.env not in ("dev", "prod"):
             raise ConfigError(f"HASHSVC_ENV must be dev or prod, got {self.env!r}")
-        for name in ("max_pixels", "max_body_bytes", "workers", "hash_concurrency"):
+        for name in ("max_pixels", "max_body_bytes", "workers", "hash_concurrency",
+                     "video_max_seconds", "video_max_frames", "video_max_pixels",
+                     "video_max_body_bytes"):  # fmt: skip
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"HASHSVC_{name.upper()} must be positive")
+        if self.max_in_flight < 0:
+            raise ConfigError("HASHSVC_MAX_IN_FLIGHT must be 0 (no shedding) or positive")
+        if self.vpdq_seconds_per_hash < 0:
+            raise ConfigError("HASHSVC_VPDQ_SECONDS_PER_HASH must be >= 0 (0: every frame)")
+        for name in ("vpdq_query_percent", "vpdq_compared_percent"):
+            if not 0 <= float(getattr(self, name)) <= 100:
+                raise ConfigError(f"HASHSVC_{name.upper()} must be within 0..100")
         if not 0 <= self.pdq_min_quality <= 100:
             raise ConfigError("HASHSVC_PDQ_MIN_QUALITY must be within 0..100")
         if self.env == "prod":
@@ -79,6 +103,12 @@ class Settings:
                 raise ConfigError("interactive /docs on a non-loopback bind is refused in prod")
             if self.rate_limit_per_minute <= 0:
                 raise ConfigError("a per-key rate limit is required in prod")
+
+    @property
+    def video_limits(self) -> VideoLimits:
+        from hashsvc.video import VideoLimits
+
+        return VideoLimits(self.video_max_seconds, self.video_max_frames, self.video_max_pixels)
 
     @property
     def db_path(self) -> Path:

@@ -10,20 +10,26 @@ stored: they can themselves describe abuse.
 Unless the list switches it off (list option `crops`), the PDQ entry also gets the PDQ
 hashes of six crops of the image (`robust.CROPS`) as variants, written in the same
 transaction, so a cropped copy of enrolled media still matches.
+
+A video (recognised by content) enrolls as a `vpdq` entry carrying its frame hashes
+(every frame decoded, as the `vpdq` package does) plus MD5 and SHA-256 entries.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from hashsvc import video, vpdq
 from hashsvc.errors import HashsvcError
 from hashsvc.hashing import HashPath, crop_variants, hash_media
 from hashsvc.hashlist import ListEntry
 from hashsvc.media import DEFAULT_MAX_PIXELS
 from hashsvc.signals import Hash, SignalType
 from hashsvc.store import ImportResult, Store
+from hashsvc.video import VideoLimits
+from hashsvc.vpdq import Frame
 
 ENROLL_SIGNALS = (SignalType.PDQ, SignalType.PHASH, SignalType.MD5, SignalType.SHA256)
 
@@ -38,6 +44,15 @@ class EnrollProblem:
 class EnrolledMedia:
     entries: list[ListEntry]
     variants: dict[Hash, list[tuple[Hash, str]]]
+    frames: dict[Hash, list[Frame]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How videos are hashed for enrollment (Settings.vpdq_seconds_per_hash and caps)."""
+
+    seconds_per_hash: float = 1.0
+    limits: VideoLimits = field(default_factory=VideoLimits)
 
 
 @dataclass(frozen=True)
@@ -63,10 +78,13 @@ def enrolled_media(
     note: str = "",
     crops: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    video_options: VideoOptions | None = None,
 ) -> EnrolledMedia:
-    """The list entries (and crop variants) one media file enrolls as.
+    """The list entries (and crop variants, or video frames) one media file enrolls as.
 
     Raises MediaRejected."""
+    if video.is_video(data):
+        return _enrolled_video(data, category, note, video_options or VideoOptions())
     hashes = hash_media(data, ENROLL_SIGNALS, path=HashPath.REFERENCE, max_pixels=max_pixels)
     item_id = hashlib.sha256(data).hexdigest()[:16]
     out = []
@@ -82,6 +100,30 @@ def enrolled_media(
     return EnrolledMedia(out, variants)
 
 
+def _enrolled_video(data: bytes, category: str, note: str, opts: VideoOptions) -> EnrolledMedia:
+    vh = video.hash_video(data, seconds_per_hash=opts.seconds_per_hash, limits=opts.limits)
+    frames = list(vh.frames)
+    item_id = hashlib.sha256(data).hexdigest()[:16]
+    digest = vpdq.digest(frames)
+    entries = [
+        ListEntry(hash=h, external_id=item_id, category=category, source="enroll", note=note)
+        for h in (digest, vh.md5, vh.sha256)
+    ]
+    return EnrolledMedia(entries, {}, {digest: frames})
+
+
+def vpdq_entry(
+    frames: list[Frame], *, external_id: str = "", category: str = "", note: str = ""
+) -> EnrolledMedia:
+    """One list video from a parsed vPDQ file (`lists import --format vpdq`)."""
+    digest = vpdq.digest(frames)
+    entry = ListEntry(
+        hash=digest, external_id=external_id or digest.hex[:16], category=category,
+        source="import", note=note,
+    )  # fmt: skip
+    return EnrolledMedia([entry], {}, {digest: frames})
+
+
 def enroll(
     store: Store,
     list_name: str,
@@ -90,6 +132,7 @@ def enroll(
     category: str = "",
     default_crops: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    video_options: VideoOptions | None = None,
 ) -> EnrollResult:
     """Hash every (name, bytes) item and add all of them in one transaction.
 
@@ -100,15 +143,20 @@ def enroll(
     crops = bool(lst.options.get("crops", default_crops))
     entries: list[ListEntry] = []
     variants: dict[Hash, list[tuple[Hash, str]]] = {}
+    frames: dict[Hash, list[Frame]] = {}
     problems: list[EnrollProblem] = []
     files = 0
     digest = hashlib.sha256()
     for name, data in items:
         files += 1
         try:
-            media = enrolled_media(data, category=category, crops=crops, max_pixels=max_pixels)
+            media = enrolled_media(
+                data, category=category, crops=crops, max_pixels=max_pixels,
+                video_options=video_options,
+            )  # fmt: skip
             entries.extend(media.entries)
             variants.update(media.variants)
+            frames.update(media.frames)
             digest.update(hashlib.sha256(data).digest())
         except HashsvcError as e:
             problems.append(EnrollProblem(name, str(e)))
@@ -116,6 +164,6 @@ def enroll(
     if entries:
         result = store.import_entries(
             list_name, entries, source_name="enroll", file_sha256=digest.hexdigest(),
-            origin="enroll", variants=variants,
+            origin="enroll", variants=variants, frames=frames,
         )  # fmt: skip
     return EnrollResult(result=result, files=files, problems=tuple(problems))

@@ -40,7 +40,8 @@ DIHEDRAL_NAMES: tuple[str, ...] = (
     "flip_minus1",
 )
 
-ALL_SIGNALS: frozenset[SignalType] = frozenset(SignalType)
+#: what an image can give (vPDQ is a video's)
+ALL_SIGNALS: frozenset[SignalType] = frozenset(SignalType) - {SignalType.VPDQ}
 PIXEL_SIGNALS: frozenset[SignalType] = frozenset({SignalType.PDQ, SignalType.PHASH})
 
 

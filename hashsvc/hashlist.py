@@ -39,6 +39,8 @@ MAX_FIELD_CHARS = 1000
 
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
 _REQUIRED = ("signal_type", "hash")
+#: Signal types a list line can carry (a vPDQ video hash is a file of its own)
+LINE_SIGNALS: tuple[SignalType, ...] = tuple(s for s in SignalType if s is not SignalType.VPDQ)
 _OPTIONAL = ("id", "category", "source", "note")
 _COLUMNS = _REQUIRED + _OPTIONAL
 _BOM = b"\xef\xbb\xbf"
@@ -126,6 +128,9 @@ def parse_list(
         problem = LineProblem(1, f"{what}; use one of {', '.join(FORMATS)}")
         return ParsedList([], [problem], fmt=fmt or "", source_name=source_name, sha256=digest)
 
+    if signal_type is SignalType.VPDQ:
+        problem = LineProblem(1, "vpdq hashes are imported from vPDQ files (--format vpdq)")
+        return ParsedList([], [problem], fmt=chosen, source_name=source_name, sha256=digest)
     parser = _Parser(chosen, signal_type)
     lines = parser.decode_lines(data)
     if not any(text.strip() for text in lines):
@@ -380,6 +385,10 @@ class _Parser:
             sig = SignalType.parse(text)
         except InvalidHash as exc:
             self.problem(line, str(exc))
+            return None
+        if sig is SignalType.VPDQ:
+            # a video hash is many frame lines, not one value: it has its own file format
+            self.problem(line, "vpdq hashes are imported from vPDQ files (--format vpdq)")
             return None
         if self.signal_type is not None and sig is not self.signal_type:
             self.problem(line, f"signal type {sig} does not match the expected {self.signal_type}")

@@ -23,21 +23,28 @@ from hashsvc.search import BinaryIndex
 from hashsvc.search import errors as search_errors
 from hashsvc.signals import Hash, SignalType
 from hashsvc.store import Store
+from hashsvc.vpdq import MAX_FRAMES as MAX_VIDEO_FRAMES
 
 log = logging.getLogger(__name__)
 
-PERCEPTUAL: tuple[SignalType, ...] = (SignalType.PDQ, SignalType.PHASH)
+#: Signals with a Hamming index. vPDQ's holds the distinct frame PDQs of list videos.
+PERCEPTUAL: tuple[SignalType, ...] = (SignalType.PDQ, SignalType.PHASH, SignalType.VPDQ)
 
 #: Beyond this many pending changes a rebuild from the store is cheaper than replaying.
 REBUILD_AFTER_CHANGES = 200_000
 
-#: An entry can own several codes of one signal (its hash plus crop variants), while
-#: index ids are unique, so index key = entry_id * KEY_SLOTS + slot (slot 0 = the
-#: entry's own hash). `entry_ids()` maps search results back.
+#: An entry can own several codes of one signal (its hash plus crop variants, or a
+#: video's frames), while index ids are unique, so index key = entry_id * slots + slot
+#: (slot 0 = the entry's own hash or first frame). `entry_ids()` maps results back.
 KEY_SLOTS = 64
+VIDEO_KEY_SLOTS = MAX_VIDEO_FRAMES
 
 
-def to_keys(entry_ids: np.ndarray) -> np.ndarray:
+def slots_for(signal: SignalType) -> int:
+    return VIDEO_KEY_SLOTS if signal is SignalType.VPDQ else KEY_SLOTS
+
+
+def to_keys(entry_ids: np.ndarray, slots: int = KEY_SLOTS) -> np.ndarray:
     """Index keys for store rows (entry ids may repeat: each repeat gets the next slot)."""
     ids = np.asarray(entry_ids, dtype=np.int64)
     if len(ids) == 0:
@@ -46,26 +53,22 @@ def to_keys(entry_ids: np.ndarray) -> np.ndarray:
     sorted_ids = ids[order]
     starts = np.r_[0, np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1]
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
-    slots = np.empty_like(ids)
-    slots[order] = np.arange(len(ids)) - run_start
-    if slots.max() >= KEY_SLOTS:
-        raise SearchError(f"an entry has more than {KEY_SLOTS} codes of one signal type")
-    return ids * KEY_SLOTS + slots
+    slot_ids = np.empty_like(ids)
+    slot_ids[order] = np.arange(len(ids)) - run_start
+    if slot_ids.max() >= slots:
+        raise SearchError(f"an entry has more than {slots} codes of one signal type")
+    return ids * slots + slot_ids
 
 
-def entry_ids(keys: np.ndarray) -> np.ndarray:
-    return np.asarray(keys, dtype=np.int64) // KEY_SLOTS
+def entry_ids(keys: np.ndarray, slots: int = KEY_SLOTS) -> np.ndarray:
+    return np.asarray(keys, dtype=np.int64) // slots
 
 
-def _found(keys: np.ndarray, dists: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _found(
+    keys: np.ndarray, dists: np.ndarray, slots: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index hits as (entry ids, distances, slots)."""
-    return entry_ids(keys), dists, keys % KEY_SLOTS
-
-
-def all_keys(entry_ids: np.ndarray, slots: int) -> np.ndarray:
-    """Every key entries can hold, for removing them (slots = highest slot used + 1)."""
-    base = np.asarray(entry_ids, dtype=np.int64)[:, None] * KEY_SLOTS
-    return (base + np.arange(slots, dtype=np.int64)[None, :]).ravel()
+    return entry_ids(keys, slots), dists, keys % slots
 
 
 @dataclass
@@ -118,7 +121,7 @@ class IndexSet:
     def _build(self, signal: SignalType) -> BinaryIndex:
         ids, codes = self.store.live_codes(signal)
         index = BinaryIndex(signal.bits)
-        index.add(to_keys(ids), codes)
+        index.add(to_keys(ids, slots_for(signal)), codes)
         index.compact()
         return index
 
@@ -126,7 +129,7 @@ class IndexSet:
         """(entry ids, distances, slots) within `radius`; an entry may appear once per
         code it owns. Slot 0 is the entry's own hash, >0 an enrollment variant (crop)."""
         keys, dists = self.indexes[query.signal].search(query.codes(), radius)
-        return _found(keys, dists)
+        return _found(keys, dists, slots_for(query.signal))
 
     def rebuild(self) -> None:
         """Rebuild every index from the store (after a big import, or on demand)."""
@@ -136,16 +139,20 @@ class IndexSet:
         self.refreshed_at = time.time()
 
     def search_batch(
-        self, queries: list[Hash], radius: int
+        self, queries: list[Hash], radius: int, *, signal: SignalType | None = None
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """`search` for many queries of one signal type in one index pass."""
+        """`search` for many queries of one signal type in one index pass. `signal`
+        names the index when it is not the queries' own (video frames are PDQ hashes
+        searched in the vPDQ index)."""
         if not queries:
             return []
-        index = self.indexes[queries[0].signal]
+        signal = signal or queries[0].signal
+        index = self.indexes[signal]
         codes = np.stack([q.codes() for q in queries])
         lims, keys, dists = index.search_batch(codes, radius)
+        slots = slots_for(signal)
         return [
-            _found(keys[lims[j] : lims[j + 1]], dists[lims[j] : lims[j + 1]])
+            _found(keys[lims[j] : lims[j + 1]], dists[lims[j] : lims[j + 1]], slots)
             for j in range(len(queries))
         ]
 
@@ -167,10 +174,11 @@ class IndexSet:
         if touched:
             ids = np.fromiter(sorted(touched), dtype=np.int64, count=len(touched))
             for signal, index in self.indexes.items():
-                index.remove(all_keys(ids, KEY_SLOTS))
+                slots = slots_for(signal)
+                index.remove(index.ids_in_ranges(ids * slots, (ids + 1) * slots))
                 live_ids, codes = self.store.live_codes(signal, entry_ids=ids.tolist())
                 if len(live_ids):
-                    index.add(to_keys(live_ids), codes)
+                    index.add(to_keys(live_ids, slots), codes)
         self.version = target
         self.refreshed_at = now
         return len(touched)

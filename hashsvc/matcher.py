@@ -13,13 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from hashsvc import hashing
+from hashsvc import hashing, video, vpdq
 from hashsvc.config import Settings
 from hashsvc.hashing import DIHEDRAL_NAMES, HashPath, MediaHashes
 from hashsvc.index_sync import IndexSet
 from hashsvc.policy import Verdict, verdict
 from hashsvc.signals import Hash, SignalType
 from hashsvc.store import Action, EntryMeta, Store
+from hashsvc.video import VideoHashes
+from hashsvc.vpdq import unique_hashes
 
 #: Labels of a match that did not come from the query's own hash and the entry's own hash
 TRIMMED = "trimmed"  # the query's content inside added borders / caption bars
@@ -50,6 +52,10 @@ class Match:
     #: how the hit was made when not hash-to-hash: a dihedral name ("flipy"), "trimmed"
     #: (content inside added borders), "crop" (an enrollment crop), or "<a>+crop"
     variant: str | None = None
+    #: vPDQ matches: percent of the upload's unique frames that matched this video, and
+    #: of this video's unique frames that were hit
+    query_percent: float | None = None
+    compared_percent: float | None = None
 
     def to_json(self, *, distances: bool = True, metadata: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,6 +67,9 @@ class Match:
             out["distance"] = self.distance
             if self.variant:
                 out["variant"] = self.variant
+            if self.query_percent is not None:
+                out["query_percent"] = round(self.query_percent, 1)
+                out["compared_percent"] = round(self.compared_percent or 0.0, 1)
         # list metadata beyond name and entry id is admin-only (DESIGN.md privacy rules)
         if metadata and self.category:
             out["category"] = self.category
@@ -69,11 +78,15 @@ class Match:
         return out
 
 
+#: What an upload hashes to: an image's hashes or a video's
+Hashes = MediaHashes | VideoHashes
+
+
 @dataclass(frozen=True)
 class MatchResult:
     verdict: Verdict
     matches: tuple[Match, ...]
-    hashes: MediaHashes
+    hashes: Hashes
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -100,8 +113,13 @@ class Matcher:
     def close(self) -> None:
         self.store.close()
 
-    def hash_upload(self, data: bytes, *, path: HashPath | None = None) -> MediaHashes:
-        """Hash media for matching: fast decode path + dihedral variants by default."""
+    def hash_upload(self, data: bytes, *, path: HashPath | None = None) -> Hashes:
+        """Hash media for matching: fast decode path + dihedral variants by default for
+        images; vPDQ frames for videos (recognised by content)."""
+        if video.is_video(data):
+            return self.hash_video(
+                data, fast=self.settings.video_fast_decode, trim=self.settings.trim_borders
+            )
         if path is None:
             path = HashPath.FAST if self.settings.fast_decode else HashPath.REFERENCE
         return hashing.hash_media(
@@ -112,19 +130,150 @@ class Matcher:
             max_pixels=self.settings.max_pixels,
         )
 
+    def hash_video(self, data: bytes, *, fast: bool = False, trim: bool = False) -> VideoHashes:
+        """vPDQ frames (+ MD5, SHA-256) with the configured sampling and caps. fast=False
+        (every frame decoded) for hashes that leave the service."""
+        return video.hash_video(
+            data,
+            seconds_per_hash=self.settings.vpdq_seconds_per_hash,
+            limits=self.settings.video_limits,
+            fast=fast,
+            trim=trim,
+        )
+
     def match_media(self, data: bytes, *, lists: Collection[str] | None = None) -> MatchResult:
         return self.match(self.hash_upload(data), lists=lists)
 
-    def match(self, hashes: MediaHashes, *, lists: Collection[str] | None = None) -> MatchResult:
+    def match(self, hashes: Hashes, *, lists: Collection[str] | None = None) -> MatchResult:
         """Search every signal present in `hashes`; keep matches within each list's
         threshold; decide the verdict."""
         return self.match_many([hashes], lists=lists)[0]
 
     def match_many(
-        self, items: Sequence[MediaHashes], *, lists: Collection[str] | None = None
+        self, items: Sequence[Hashes], *, lists: Collection[str] | None = None
     ) -> list[MatchResult]:
         """`match` for many items at once: the lists are read once and each signal's
-        distinct queries go to the index in one batch search (one query: a plain search)."""
+        distinct queries go to the index in one batch search (one query: a plain search).
+        Videos are matched one by one by the vPDQ rule (`match_video`)."""
+        images = [h for h in items if isinstance(h, MediaHashes)]
+        done = iter(self._match_images(images, lists))
+        return [
+            next(done) if isinstance(h, MediaHashes) else self.match_video(h, lists=lists)
+            for h in items
+        ]
+
+    def match_video(
+        self, hashes: VideoHashes, *, lists: Collection[str] | None = None
+    ) -> MatchResult:
+        """vPDQ: a list video matches when at least `vpdq_query_percent` of the upload's
+        unique frame hashes (quality >= pdq_min_quality) lie within the list's PDQ
+        threshold of one of its frames, and at least `vpdq_compared_percent` of its own
+        unique frames are hit. Frames are also searched against image PDQ entries (a
+        known image inside a video), and MD5/SHA-256 of the bytes against exact lists."""
+        radius = self._radii()[SignalType.PDQ]
+        notes: list[str] = []
+        exact: dict[int, list[Hit]] = {}
+        for h in (hashes.md5, hashes.sha256):
+            if h is None:
+                continue
+            for entry_id in self.store.exact_lookup(h.signal, h.value):
+                exact.setdefault(entry_id, []).append((h.signal, 0, None))
+        matches = self._within_thresholds(exact, lists)
+        queries = hashes.unique_frames(self.settings.pdq_min_quality)
+        if not queries:
+            notes.append(
+                f"no frame has PDQ quality >= {self.settings.pdq_min_quality}: "
+                "vPDQ not used to decide"
+            )
+            return MatchResult(verdict(matches), tuple(matches), hashes, tuple(notes))
+        first_seen: dict[bytes, float] = {}
+        for f in hashes.frames:
+            first_seen.setdefault(f.pdq.value, f.timestamp)
+        # a known image as a frame of the upload
+        image_hits: dict[int, list[Hit]] = {}
+        for q, (ids, dists, slots) in zip(
+            queries, self.indexes.search_batch(queries, radius), strict=True
+        ):
+            label = f"frame@{first_seen[q.value]:.1f}s"
+            for entry_id, d, slot in zip(ids.tolist(), dists.tolist(), slots.tolist(),
+                                         strict=True):  # fmt: skip
+                image_hits.setdefault(entry_id, []).append(
+                    (SignalType.PDQ, int(d), f"{label}+{CROP}" if slot else label)
+                )
+        matches += self._within_thresholds(image_hits, lists)
+        videos = {m.entry_id: m for m in self._video_matches(queries, radius, lists)}
+        trimmed = unique_hashes(hashes.trimmed, self.settings.pdq_min_quality)
+        if trimmed:
+            # the content inside bars, scored by the same rule; the better score counts
+            for m in self._video_matches(trimmed, radius, lists, variant=TRIMMED):
+                if not self._variant_allowed(TRIMMED, self._meta_of(m)):
+                    continue
+                best = videos.get(m.entry_id)
+                if best is None or (m.query_percent or 0) > (best.query_percent or 0):
+                    videos[m.entry_id] = m
+        matches += [videos[k] for k in sorted(videos)]
+        return MatchResult(verdict(matches), tuple(matches), hashes, tuple(notes))
+
+    def _meta_of(self, match: Match) -> EntryMeta:
+        return self.store.entry_meta([match.entry_id])[match.entry_id]
+
+    def _video_matches(
+        self,
+        queries: list[Hash],
+        radius: int,
+        lists: Collection[str] | None,
+        variant: str | None = None,
+    ) -> list[Match]:
+        """Score each list video the upload's frames reach (vPDQ's rule, via the index)."""
+        found = self.indexes.search_batch(queries, radius, signal=SignalType.VPDQ)
+        reached: dict[int, list[tuple[int, int, int]]] = {}  # entry -> (query, slot, dist)
+        for qi, (ids, dists, slots) in enumerate(found):
+            for entry_id, d, slot in zip(ids.tolist(), dists.tolist(), slots.tolist(),
+                                         strict=True):  # fmt: skip
+                reached.setdefault(entry_id, []).append((qi, slot, int(d)))
+        if not reached:
+            return []
+        meta = self.store.entry_meta(reached)
+        frame_counts = self.store.video_frame_counts(reached)
+        out = []
+        for entry_id, triples in sorted(reached.items()):
+            m = meta.get(entry_id)
+            if m is None or not m.live or (lists is not None and m.list_name not in lists):
+                continue
+            threshold = m.threshold(SignalType.VPDQ)
+            within = [t for t in triples if t[2] <= threshold]
+            if not within:
+                continue
+            result = vpdq.score(
+                query_hit=len({t[0] for t in within}),
+                query_unique=len(queries),
+                compared_hit=len({t[1] for t in within}),
+                compared_unique=frame_counts.get(entry_id, 0),
+                min_distance=min(t[2] for t in within),
+            )
+            if result.matches(self.settings.vpdq_query_percent,
+                              self.settings.vpdq_compared_percent):  # fmt: skip
+                out.append(
+                    Match(
+                        list_name=m.list_name,
+                        entry_id=entry_id,
+                        signal=SignalType.VPDQ,
+                        distance=result.min_distance,
+                        action=m.action,
+                        category=m.category,
+                        external_id=m.external_id,
+                        query_percent=result.query_percent,
+                        compared_percent=result.compared_percent,
+                        variant=variant,
+                    )
+                )
+        return out
+
+    def _match_images(
+        self, items: Sequence[MediaHashes], lists: Collection[str] | None
+    ) -> list[MatchResult]:
+        if not items:
+            return []
         radii = self._radii()
         plans = [self._plan(h) for h in items]
         found: dict[tuple[SignalType, bytes], Found] = {}

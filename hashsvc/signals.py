@@ -28,6 +28,9 @@ class SignalType(StrEnum):
     PHASH = "phash"
     MD5 = "md5"
     SHA256 = "sha256"
+    #: a video's vPDQ hash (frame PDQs, see vpdq.py); the entry's own value is the
+    #: SHA-256 of its frame lines, the frames live beside it in the store
+    VPDQ = "vpdq"
 
     @property
     def bits(self) -> int:
@@ -62,8 +65,11 @@ class SignalType(StrEnum):
             raise InvalidHash(f"unknown signal type {text!r} (known: {known})") from None
 
 
-_BITS = {SignalType.PDQ: 256, SignalType.PHASH: 64, SignalType.MD5: 128, SignalType.SHA256: 256}
-_DEFAULT_THRESHOLD = {SignalType.PDQ: 31, SignalType.PHASH: 6, SignalType.MD5: 0, SignalType.SHA256: 0}
+_BITS = {SignalType.PDQ: 256, SignalType.PHASH: 64, SignalType.MD5: 128, SignalType.SHA256: 256,
+         SignalType.VPDQ: 256}  # fmt: skip
+# vPDQ: the largest distance between two frame PDQs that still counts (PDQ's own 31)
+_DEFAULT_THRESHOLD = {SignalType.PDQ: 31, SignalType.PHASH: 6, SignalType.MD5: 0,
+                      SignalType.SHA256: 0, SignalType.VPDQ: 31}  # fmt: skip
 _HEX_DIGITS = frozenset(string.hexdigits)
 
 # popcount of every byte value, for Hamming distance on small byte strings

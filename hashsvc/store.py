@@ -43,6 +43,9 @@ import numpy as np
 from hashsvc.errors import Conflict, InvalidHash, InvalidValue, NotFound, StoreError
 from hashsvc.hashlist import MAX_FIELD_CHARS, ListEntry
 from hashsvc.signals import Hash, SignalType
+from hashsvc.vpdq import MAX_FRAMES as MAX_VIDEO_FRAMES
+from hashsvc.vpdq import MIN_QUALITY as VPDQ_MIN_QUALITY
+from hashsvc.vpdq import Frame
 
 APPLICATION_ID = 0x68737663  # "hsvc": tells our databases from other SQLite files
 
@@ -160,6 +163,20 @@ MIGRATIONS: list[str] = [
         detail     TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX audit_by_time ON audit(at);
+    """,
+    # 3: videos. A `vpdq` entry's hash is the SHA-256 of its frame lines (its identity,
+    # so a re-import adds nothing); its frames, in file order, live here. (The entries
+    # CHECK has no length for 'vpdq': the Hash value object enforces 32 bytes.)
+    """
+    CREATE TABLE video_frames (
+        entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+        seq      INTEGER NOT NULL,
+        frame    INTEGER NOT NULL CHECK (frame >= 0),
+        quality  INTEGER NOT NULL CHECK (quality BETWEEN 0 AND 100),
+        hash     BLOB NOT NULL CHECK (typeof(hash) = 'blob' AND length(hash) = 32),
+        ts       REAL NOT NULL CHECK (ts >= 0),
+        PRIMARY KEY (entry_id, seq)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -461,12 +478,14 @@ class Store:
         file_sha256: str,
         origin: str = "import",
         variants: Mapping[Hash, Sequence[tuple[Hash, str]]] | None = None,
+        frames: Mapping[Hash, Sequence[Frame]] | None = None,
     ) -> ImportResult:
         """Add entries to a list in one transaction: all of them or, on any failure, none.
 
         `variants` maps an entry's hash to extra hashes that match as that entry (crops
         of enrolled media); they are written in the same transaction, so an enrollment is
-        never left without its variants.
+        never left without its variants. `frames` does the same for `vpdq` entries: each
+        must come with its frames, written in the same transaction.
 
         An entry whose (signal type, hash) the list already holds is skipped and counted,
         so re-importing a file adds nothing twice; the existing entry keeps its metadata
@@ -499,6 +518,8 @@ class Store:
                 for e in entries:
                     offered += 1
                     h = e.hash
+                    if h.signal is SignalType.VPDQ and h not in (frames or {}):
+                        raise InvalidValue("a vpdq entry needs its frames (vPDQ file)")
                     yield (lst.id, h.signal.value, h.value, e.external_id, e.category,
                            e.source, e.note, now, batch_id, origin)  # fmt: skip
 
@@ -526,6 +547,24 @@ class Store:
                     " VALUES (?, ?, ?, ?) ON CONFLICT (entry_id, signal_type, hash) DO NOTHING",
                     [(row[0], h.signal.value, h.value, kind) for h, kind in extra],
                 )
+            for owner, video in (frames or {}).items():
+                row = conn.execute(
+                    "SELECT id, batch_id FROM entries"
+                    " WHERE list_id = ? AND signal_type = 'vpdq' AND hash = ?",
+                    (lst.id, owner.value),
+                ).fetchone()
+                if row is None:
+                    raise InvalidValue(f"frames given for {owner!r}, which is not imported")
+                if row[1] != batch_id:
+                    continue  # already in the list: its frames are there
+                if len(video) > MAX_VIDEO_FRAMES:
+                    raise InvalidValue(f"a video may have at most {MAX_VIDEO_FRAMES} frames")
+                conn.executemany(
+                    "INSERT INTO video_frames (entry_id, seq, frame, quality, hash, ts)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(row[0], i, f.number, f.quality, f.pdq.value, f.timestamp)
+                     for i, f in enumerate(video)],
+                )  # fmt: skip
             added = conn.execute(
                 "SELECT count(*) FROM entries WHERE batch_id = ?", (batch_id,)
             ).fetchone()[0]
@@ -668,7 +707,10 @@ class Store:
         type, variants included (a variant row carries its entry's id, so an id can
         repeat). This feeds the search index; `entry_ids` restricts it to those entries
         (for applying changes). Rows come in chunks so 1M entries never sit in memory
-        as Python tuples all at once."""
+        as Python tuples all at once. For `vpdq` these are frame codes
+        (`live_frame_codes`)."""
+        if signal_type is SignalType.VPDQ:
+            return self.live_frame_codes(entry_ids)
         width = signal_type.bits // 8
         restrict = ""
         params: dict[str, object] = {"sig": signal_type.value, "now": self._clock()}
@@ -699,6 +741,53 @@ class Store:
         if not id_parts:
             return np.empty(0, dtype=np.int64), np.empty((0, width), dtype=np.uint8)
         return np.concatenate(id_parts), np.concatenate(code_parts).reshape(-1, width)
+
+    def live_frame_codes(
+        self, entry_ids: Iterable[int] | None = None, min_quality: int = VPDQ_MIN_QUALITY
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`live_codes` for videos: (entry ids, PDQ codes (n, 32)) of the distinct frame
+        hashes of quality >= min_quality of every live `vpdq` entry, each entry's frames
+        in first-seen order (so a rebuild assigns the same index keys)."""
+        restrict = ""
+        params: dict[str, object] = {"q": min_quality, "now": self._clock()}
+        if entry_ids is not None:
+            restrict = " AND e.id IN (SELECT value FROM json_each(:ids))"
+            params["ids"] = _ids_json(entry_ids)
+        sql = (
+            "SELECT f.entry_id, f.hash, min(f.seq) AS first FROM video_frames f"
+            " JOIN entries e ON e.id = f.entry_id"
+            f" WHERE e.signal_type = 'vpdq' AND f.quality >= :q AND {_LIVE}{restrict}"
+            " GROUP BY f.entry_id, f.hash ORDER BY f.entry_id, first"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        codes = np.frombuffer(b"".join([r[1] for r in rows]), np.uint8).reshape(-1, 32)
+        return ids, codes
+
+    def video_frame_counts(
+        self, entry_ids: Iterable[int], min_quality: int = VPDQ_MIN_QUALITY
+    ) -> dict[int, int]:
+        """Distinct frame hashes of quality >= min_quality per `vpdq` entry (the
+        denominator of vPDQ's compared-video percentage)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT entry_id, count(DISTINCT hash) FROM video_frames"
+                " WHERE quality >= :q AND entry_id IN (SELECT value FROM json_each(:ids))"
+                " GROUP BY entry_id",
+                {"q": min_quality, "ids": _ids_json(entry_ids)},
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def video_frames(self, entry_id: int) -> list[Frame]:
+        """A `vpdq` entry's frames in file order (exports)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT frame, quality, hash, ts FROM video_frames WHERE entry_id = ?"
+                " ORDER BY seq",
+                (entry_id,),
+            ).fetchall()
+        return [Frame(r[0], r[1], Hash(SignalType.PDQ, r[2]), r[3]) for r in rows]
 
     def exact_lookup(self, signal_type: SignalType, value: bytes) -> list[int]:
         """Ids of live entries whose hash (or a variant's) is exactly `value`: the match
@@ -985,7 +1074,7 @@ def _ids_json(entry_ids: Iterable[int]) -> str:
 
 
 def _threshold(signal: SignalType, pdq: int, phash: int) -> int:
-    if signal is SignalType.PDQ:
+    if signal in (SignalType.PDQ, SignalType.VPDQ):  # vPDQ: the distance between frames
         return pdq
     if signal is SignalType.PHASH:
         return phash

@@ -20,12 +20,18 @@ def hash_cmd(
         bool, typer.Option(help="Also print the 8 rotation/flip PDQ variants.")
     ] = False,
     max_pixels: Annotated[int | None, typer.Option(help="Pixel cap (default 50 MP).")] = None,
+    vpdq_dir: Annotated[
+        Path | None,
+        typer.Option(help="Also write each video's vPDQ hash to DIR/<file stem>.txt."),
+    ] = None,
 ) -> None:
     """Hash media files: one JSON line per file, exactly as Meta's reference PDQ.
 
+    Videos (MP4/MOV, WebM/MKV, AVI, MPEG-TS, recognised by content) give MD5, SHA-256
+    and their vPDQ frames (one PDQ per second, every frame decoded, as the vpdq package).
     Exit status 0 if every file hashed, 2 if any failed.
     """
-    from hashsvc import hashing
+    from hashsvc import hashing, video
     from hashsvc.walk import WalkError, iter_files
 
     settings = settings_for(max_pixels=max_pixels)
@@ -43,8 +49,21 @@ def hash_cmd(
         try:
             from hashsvc.media import read_bytes
 
+            data = read_bytes(item)
+            if video.is_video(data):
+                vh = video.hash_video(
+                    data,
+                    seconds_per_hash=settings.vpdq_seconds_per_hash,
+                    limits=settings.video_limits,
+                )
+                record.update(vh.to_json())
+                if vpdq_dir is not None:
+                    vpdq_dir.mkdir(parents=True, exist_ok=True)
+                    (vpdq_dir / f"{item.stem}.txt").write_text("\n".join(vh.vpdq_lines()) + "\n")
+                emit(record)
+                continue
             hashes = hashing.hash_media(
-                read_bytes(item),
+                data,
                 wanted,
                 path=hashing.HashPath.REFERENCE,
                 dihedral=dihedral,

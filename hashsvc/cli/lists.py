@@ -6,6 +6,8 @@ starts from a current index instead of replaying the change log.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from hashsvc.cli.common import (
 from hashsvc.config import Settings
 
 app = typer.Typer(help="Manage trusted hash lists.", no_args_is_help=True)
+_SAFE_STEM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _store(settings: Settings):  # type: ignore[no-untyped-def]
@@ -47,7 +50,7 @@ def create(
     action: Annotated[str, typer.Option(help="block or report")],
     pdq_threshold: Annotated[int | None, typer.Option(help="Max PDQ distance (default 31).")] = None,
     phash_threshold: Annotated[
-        int | None, typer.Option(help="Max pHash distance (default 10).")
+        int | None, typer.Option(help="Max pHash distance (default 6).")
     ] = None,
     description: Annotated[str, typer.Option()] = "",
     data_dir: DataDir = None,
@@ -63,7 +66,9 @@ def create(
 def import_(
     name: str,
     file: Path,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, jsonl or txt")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, jsonl, txt or vpdq (one video per file)")
+    ] = None,
     signal_type: Annotated[str | None, typer.Option(help="For txt: the hashes' type.")] = None,
     skip_invalid: Annotated[
         bool, typer.Option(help="Import the valid lines and report the rest.")
@@ -71,11 +76,18 @@ def import_(
     data_dir: DataDir = None,
 ) -> None:
     """Import a list file. Every line is validated first; any bad line imports nothing
-    (unless --skip-invalid). Re-importing a file adds nothing twice."""
+    (unless --skip-invalid). Re-importing a file adds nothing twice.
+
+    vPDQ files (one video each, `frame,quality,pdq_hex,timestamp` lines, as the vpdq
+    package writes them) are recognised by content, or say --format vpdq; FILE may then
+    be a folder of them."""
     from hashsvc.hashlist import parse_list
     from hashsvc.signals import SignalType
 
     settings = settings_for(data_dir)
+    if _is_vpdq_import(file, fmt, signal_type):
+        _import_vpdq(name, file, settings)
+        return
     with errors_to_exit():
         try:
             data = file.read_bytes()
@@ -103,6 +115,68 @@ def import_(
     )
 
 
+def _is_vpdq_import(file: Path, fmt: str | None, signal_type: str | None) -> bool:
+    if fmt is not None:
+        return fmt.lower() == "vpdq"
+    if signal_type is not None:
+        return False
+    if file.is_dir():
+        return True
+    from hashsvc.vpdq import looks_like_vpdq
+
+    try:
+        with file.open("rb") as fh:
+            head = fh.read(4096).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return looks_like_vpdq(head.rsplit("\n", 1)[0] if len(head) == 4096 else head)
+
+
+def _import_vpdq(name: str, file: Path, settings: Settings) -> None:
+    """Each vPDQ file is one list video; all files are validated, then added in one
+    transaction (any bad file: nothing is added)."""
+    from hashsvc import enrollment, vpdq
+    from hashsvc.errors import HashListError
+
+    with errors_to_exit():
+        files = sorted(p for p in file.iterdir() if p.is_file()) if file.is_dir() else [file]
+        entries, frames, problems = [], {}, []
+        digest = hashlib.sha256()
+        for path in files:
+            try:
+                data = path.read_bytes()
+                parsed = vpdq.parse(data.decode("utf-8"), source=str(path))
+            except (OSError, UnicodeDecodeError) as e:
+                problems.append(f"{path}: cannot read ({e})")
+                continue
+            except HashListError as e:
+                problems.append(str(e))
+                continue
+            media = enrollment.vpdq_entry(parsed)
+            entries += media.entries
+            frames.update(media.frames)
+            digest.update(hashlib.sha256(data).digest())
+        if problems:
+            for p in problems:
+                say(p)
+            fail(f"{len(problems)} invalid vPDQ file(s): nothing imported")
+        with _store(settings) as store:
+            result = store.import_entries(
+                name, entries, source_name=file.name, file_sha256=digest.hexdigest(),
+                frames=frames,
+            )  # fmt: skip
+            _sync_index(settings, store)
+    emit(
+        {
+            "list": name,
+            "videos": len(files),
+            "added": result.added,
+            "skipped_duplicates": result.skipped_duplicates,
+            "batch_id": result.batch_id,
+        }
+    )
+
+
 @app.command("enroll")
 def enroll(
     name: str,
@@ -110,7 +184,7 @@ def enroll(
     category: Annotated[str, typer.Option()] = "",
     data_dir: DataDir = None,
 ) -> None:
-    """Hash media files (reference PDQ, pHash, MD5, SHA-256) into a list."""
+    """Hash media files (reference PDQ, pHash, MD5, SHA-256; vPDQ for videos) into a list."""
     from hashsvc import enrollment
     from hashsvc.media import read_bytes
     from hashsvc.walk import WalkError, iter_files
@@ -132,6 +206,9 @@ def enroll(
         out = enrollment.enroll(
             store, name, items(), category=category, default_crops=settings.enroll_crops,
             max_pixels=settings.max_pixels,
+            video_options=enrollment.VideoOptions(
+                settings.vpdq_seconds_per_hash, settings.video_limits
+            ),
         )  # fmt: skip
         _sync_index(settings, store)
     for message in walk_errors:
@@ -185,17 +262,38 @@ def show(name: str, data_dir: DataDir = None) -> None:
 @app.command("export")
 def export(
     name: str,
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or vpdq")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option(help="--format vpdq: the folder for one file per video.")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Write a list's enabled entries to stdout in a format `lists import` reads."""
+    """Write a list's enabled entries to stdout in a format `lists import` reads.
+
+    Videos (vpdq entries) are many lines each: `--format vpdq --out DIR` writes one
+    vPDQ file per video (named by its external id); csv/jsonl leave them out and say so."""
     from hashsvc.hashlist import format_export
+    from hashsvc.signals import SignalType
 
     settings = settings_for(data_dir)
     with errors_to_exit(), _store(settings) as store:
         store.get_list(name)
         rows = list(store.entries(name, enabled_only=True))
-        sys.stdout.buffer.write(format_export(rows, fmt))
+        videos = [r for r in rows if r.hash.signal is SignalType.VPDQ]
+        if fmt == "vpdq":
+            if out is None:
+                fail("--format vpdq needs --out DIR (one file per video)")
+            out.mkdir(parents=True, exist_ok=True)
+            for r in videos:
+                frames = store.video_frames(r.id)
+                stem = r.external_id if _SAFE_STEM.fullmatch(r.external_id) else str(r.id)
+                (out / f"{stem}.txt").write_text("".join(f.line() + "\n" for f in frames))
+            emit({"list": name, "videos": len(videos), "out": str(out)})
+            return
+        if videos:
+            say(f"{len(videos)} video(s) left out: use --format vpdq --out DIR for them")
+        lines = [r for r in rows if r.hash.signal is not SignalType.VPDQ]
+        sys.stdout.buffer.write(format_export(lines, fmt))
         sys.stdout.flush()
 
 

@@ -32,6 +32,9 @@ def match_cmd(
     phash: Annotated[str | None, typer.Option(help="A precomputed pHash (16 hex).")] = None,
     md5: Annotated[str | None, typer.Option(help="A precomputed MD5 (32 hex).")] = None,
     sha256: Annotated[str | None, typer.Option(help="A precomputed SHA-256 (64 hex).")] = None,
+    vpdq: Annotated[
+        Path | None, typer.Option(help="A precomputed video hash: a vPDQ file.")
+    ] = None,
     lists: Annotated[str | None, typer.Option(help="Only these lists (comma-separated).")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -44,8 +47,8 @@ def match_cmd(
 
     precomputed = {"pdq": pdq, "phash": phash, "md5": md5, "sha256": sha256}
     given = {k: v for k, v in precomputed.items() if v is not None}
-    if bool(paths) == bool(given):
-        fail("give media paths or hashes (--pdq/--phash/--md5/--sha256), not both or neither")
+    if bool(paths) + bool(given) + (vpdq is not None) != 1:
+        fail("give media paths, hashes (--pdq/--phash/--md5/--sha256) or --vpdq FILE: one")
     settings = settings_for(data_dir)
     only = {s.strip() for s in lists.split(",") if s.strip()} if lists else None
 
@@ -69,6 +72,19 @@ def match_cmd(
             missing = sorted(only - known)
             if missing:
                 fail(f"no list named {', '.join(missing)}")
+        if vpdq is not None:
+            from hashsvc import vpdq as vpdq_format
+            from hashsvc.video import VideoHashes
+
+            with errors_to_exit():
+                try:
+                    text = vpdq.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as e:
+                    fail(f"{vpdq}: cannot read ({e})")
+                frames = vpdq_format.parse(text, source=str(vpdq))
+                result = matcher.match(VideoHashes.from_frames(frames), lists=only)
+            emit({"vpdq": str(vpdq), **record(result)})
+            raise typer.Exit(EXIT_MATCH if result.matched else EXIT_OK)
         if given:
             with errors_to_exit():
                 values = {k: Hash.from_hex(SignalType(k), v) for k, v in given.items()}

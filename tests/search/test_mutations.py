@@ -164,3 +164,22 @@ def test_random_operation_sequences(
             lims, bi, bd = idx.search_batch(q[None, :], radius)
             assert as_set(bi, bd) == oracle(codes, ids, q, radius)
         assert len(idx) == len(model.d)
+
+
+def test_ids_in_ranges_matches_a_filter_over_live_ids() -> None:
+    """Oracle: the live ids (main and delta, after removals) filtered by the ranges."""
+    rng = np.random.default_rng(7)
+    index = BinaryIndex(64, max_delta=1000)
+    main_ids = np.unique(rng.integers(0, 5000, 800))
+    index.add(main_ids, rng.integers(0, 256, (len(main_ids), 8), dtype=np.uint8))
+    delta_ids = np.setdiff1d(np.unique(rng.integers(5000, 9000, 300)), main_ids)
+    index.add(delta_ids, rng.integers(0, 256, (len(delta_ids), 8), dtype=np.uint8))
+    index.remove(np.concatenate([main_ids[::7], delta_ids[::5]]))
+    live, _ = index.live_arrays()
+    lo = np.array([8000, 0, 100, 4990, 6000], dtype=np.int64)
+    hi = np.array([8500, 50, 1000, 5100, 6000], dtype=np.int64)
+    got = np.sort(index.ids_in_ranges(lo, hi))
+    want = live[np.any((live[:, None] >= lo) & (live[:, None] < hi), axis=1)]
+    assert len(want) > 50
+    assert np.array_equal(got, want)
+    assert len(index.ids_in_ranges(np.array([], np.int64), np.array([], np.int64))) == 0

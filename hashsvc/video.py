@@ -1,0 +1,365 @@
+"""Video bytes -> MD5, SHA-256 and vPDQ frame hashes, decoded in memory with PyAV.
+
+This module owns every decision about untrusted video files, as media.py does for
+images:
+
+- **Container allow-list by content.** The container is recognised from its first bytes
+  (MP4/MOV/3GP, Matroska/WebM, AVI, MPEG-TS) and FFmpeg is told which demuxer to use, so
+  it never probes its way into a playlist or concat demuxer that would open other files
+  or URLs. Decoding happens from a BytesIO: nothing is written to disk.
+- **Codec allow-list**: H.264, HEVC, VP8, VP9, AV1, MPEG-4 part 2, MPEG-1/2, MJPEG.
+- **Caps from the container before decoding**: frame size, duration and frame count
+  (`VideoLimits`); the same caps are enforced again while decoding, since a container
+  may lie or not say.
+- **Corrupt and truncated streams** are rejected with `MediaRejected`: FFmpeg errors, no
+  decodable frame, or far fewer frames than the container declares.
+
+Frame sampling follows vPDQ: with `seconds_per_hash` s, frame n is hashed when
+n % round(s * fps) == 0 (s = 0: every frame), timestamp n / fps; PDQ of the frame's
+RGB24 conversion (our bit-exact numba PDQ). `fast=True` (matching only) lets FFmpeg skip
+non-reference frames and the deblocking filter; the sampled frame is then the first
+decoded one at or after each sample time; bench/video.py measures its drift.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hashsvc import hashing
+from hashsvc.errors import MediaRejected
+from hashsvc.signals import Hash, SignalType
+from hashsvc.vpdq import Frame, collapse_repeats, unique_hashes
+
+#: codec names (FFmpeg decoder names) we decode
+ALLOWED_CODECS = frozenset(
+    {"h264", "hevc", "vp8", "vp9", "av1", "libdav1d", "mpeg4", "mpeg2video", "mpeg1video",
+     "mjpeg", "msmpeg4v3"}
+)  # fmt: skip
+
+#: Share of the frames a container declares that must decode; fewer means truncated.
+MIN_DECODED_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Caps checked from the container before decoding, and again while decoding."""
+
+    max_seconds: float = 3600.0
+    max_frames: int = 250_000
+    max_pixels: int = 4096 * 2304  # one frame; 4K UHD fits
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration: float | None  # seconds, when the container says
+    frames: int | None  # when the container says
+
+
+@dataclass(frozen=True)
+class VideoHashes:
+    """The hashes of one video: bytes digests and vPDQ frames."""
+
+    #: None for a precomputed vPDQ hash (a vPDQ file or an API body)
+    md5: Hash | None
+    sha256: Hash | None
+    frames: tuple[Frame, ...]
+    info: VideoInfo | None = None
+    decoded_frames: int = 0
+    fast: bool = False
+    notes: tuple[str, ...] = field(default=())
+    #: PDQ of each sampled frame's content inside letterbox/pillarbox bars, for frames
+    #: that have them (matching only: `trim=True`)
+    trimmed: tuple[Frame, ...] = field(default=())
+
+    kind = "video"
+
+    def unique_frames(self, min_quality: int) -> list[Hash]:
+        return unique_hashes(self.frames, min_quality)
+
+    def vpdq_lines(self) -> list[str]:
+        return [f.line() for f in self.frames]
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape (`hashsvc hash`, `/v1/hash`)."""
+        out: dict[str, Any] = {}
+        if self.md5 is not None:
+            out["md5"] = self.md5.hex
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256.hex
+        if self.info is not None:
+            i = self.info
+            out["video"] = {
+                "container": i.container,
+                "codec": i.codec,
+                "width": i.width,
+                "height": i.height,
+                "fps": round(i.fps, 3),
+                "duration": None if i.duration is None else round(i.duration, 3),
+            }
+        out["vpdq"] = [f.to_json() for f in self.frames]
+        return out
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Frame]) -> VideoHashes:
+        """A precomputed vPDQ hash (no bytes digests, no container facts)."""
+        return cls(md5=None, sha256=None, frames=tuple(frames))
+
+
+def container_of(data: bytes | memoryview) -> str | None:
+    """The FFmpeg demuxer for these bytes, or None when they are no video we accept.
+
+    Cheap (looks at a few bytes, imports nothing): adapters call it on every upload to
+    route videos here and everything else to the image path.
+    """
+    head = bytes(data[:16])
+    if len(head) < 12:
+        return None
+    box = head[4:8]
+    if box == b"ftyp":
+        brand = head[8:12]
+        # HEIF/AVIF stills use ftyp too: those are images
+        if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis"):
+            return None
+        return "mov"
+    if box in (b"moov", b"mdat", b"wide", b"free", b"skip") and head[:4] != b"RIFF":
+        return "mov"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if head[0] == 0x47 and len(data) >= 377 and data[188] == 0x47 and data[376] == 0x47:
+        return "mpegts"
+    return None
+
+
+def is_video(data: bytes | memoryview) -> bool:
+    return container_of(data) is not None
+
+
+def probe(data: bytes, limits: VideoLimits = VideoLimits()) -> VideoInfo:
+    """Container facts, checked against the caps; nothing is decoded."""
+    with _open(data) as (_, info):
+        _check_declared(info, limits)
+        return info
+
+
+def hash_video(
+    data: bytes,
+    *,
+    seconds_per_hash: float = 1.0,
+    limits: VideoLimits = VideoLimits(),
+    fast: bool = False,
+    collapse: bool = True,
+    trim: bool = False,
+) -> VideoHashes:
+    """MD5, SHA-256 and the vPDQ frames of a video held in memory.
+
+    Raises MediaRejected for anything we do not accept or cannot decode in full.
+    `collapse` drops a frame whose PDQ equals the previous kept one (a still scene).
+    `trim` also hashes each sampled frame's content inside bars (robust.content_box):
+    a re-upload with bars added is 60-90 bits from the original in plain vPDQ
+    (Meta's own pattern-* samples), 8 bits once trimmed.
+    """
+    if seconds_per_hash < 0:
+        raise ValueError("seconds_per_hash must be >= 0")
+    with _open(data) as (container, info):
+        _check_declared(info, limits)
+        frames, trimmed, decoded, reached = _hash_frames(
+            container, info, seconds_per_hash, limits, fast, trim
+        )
+    notes: list[str] = []
+    if info.frames and reached < MIN_DECODED_SHARE * info.frames:
+        raise MediaRejected(
+            f"truncated or corrupt video: decoding stopped at frame {reached} of the "
+            f"{info.frames} the container declares"
+        )
+    if not frames:
+        raise MediaRejected("no decodable video frame")
+    if collapse:
+        frames = collapse_repeats(frames)
+        trimmed = collapse_repeats(trimmed)
+    return VideoHashes(
+        md5=hashing.md5(data),
+        sha256=hashing.sha256(data),
+        frames=tuple(frames),
+        info=info,
+        decoded_frames=decoded,
+        fast=fast,
+        notes=tuple(notes),
+        trimmed=tuple(trimmed),
+    )
+
+
+# --- internals -----------------------------------------------------------------------
+
+
+class _open:
+    """Context manager: (container, VideoInfo) for video bytes, or MediaRejected."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.container: Any = None
+
+    def __enter__(self) -> tuple[Any, VideoInfo]:
+        import av
+
+        if not self.data:
+            raise MediaRejected("empty file (0 bytes)")
+        demuxer = container_of(self.data)
+        if demuxer is None:
+            raise MediaRejected(
+                "not a video we accept (MP4/MOV, WebM/MKV, AVI or MPEG-TS, by content)"
+            )
+        try:
+            self.container = av.open(io.BytesIO(self.data), mode="r", format=demuxer)
+        except av.FFmpegError as e:
+            raise MediaRejected(f"corrupt video container ({demuxer}): {_reason(e)}") from None
+        except (ValueError, OSError, EOFError, IndexError) as e:
+            raise MediaRejected(f"corrupt video container ({demuxer}): {_reason(e)}") from None
+        try:
+            return self.container, _info(self.container, demuxer)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        if self.container is not None:
+            self.container.close()
+
+
+def _info(container: Any, demuxer: str) -> VideoInfo:
+    streams = list(container.streams.video)
+    if not streams:
+        raise MediaRejected(f"no video stream in the {demuxer} container")
+    stream = streams[0]
+    ctx = stream.codec_context
+    codec = ctx.name
+    if codec not in ALLOWED_CODECS:
+        raise MediaRejected(f"unsupported video codec {codec!r}")
+    rate = stream.guessed_rate or stream.average_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if not 0 < fps <= 1000:
+        raise MediaRejected(f"invalid frame rate {fps!r}")
+    duration: float | None = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000  # AV_TIME_BASE
+    frames = int(stream.frames) or None
+    return VideoInfo(demuxer, codec, int(ctx.width), int(ctx.height), fps, duration, frames)
+
+
+def _check_declared(info: VideoInfo, limits: VideoLimits) -> None:
+    if info.width <= 0 or info.height <= 0:
+        raise MediaRejected(f"invalid video dimensions {info.width}x{info.height}")
+    _check_pixels(info.width, info.height, limits)
+    if info.duration is not None and info.duration > limits.max_seconds:
+        raise MediaRejected(
+            f"video too long: {info.duration:.0f} s exceeds the limit of {limits.max_seconds:.0f} s"
+        )
+    if info.frames is not None and info.frames > limits.max_frames:
+        raise MediaRejected(
+            f"too many frames: {info.frames} exceeds the limit of {limits.max_frames}"
+        )
+
+
+def _check_pixels(w: int, h: int, limits: VideoLimits) -> None:
+    if w * h > limits.max_pixels:
+        raise MediaRejected(
+            f"video frames too large: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the limit of "
+            f"{limits.max_pixels / 1e6:.1f} MP"
+        )
+
+
+def _hash_frames(
+    container: Any,
+    info: VideoInfo,
+    seconds_per_hash: float,
+    limits: VideoLimits,
+    fast: bool,
+    trim: bool,
+) -> tuple[list[Frame], list[Frame], int, int]:
+    """Decode the first video stream; PDQ of every sampled frame. Returns (frames,
+    trimmed frames, count of frames decoded, how many frames the stream reached: the
+    last number + 1)."""
+    import av
+
+    from hashsvc import pdq_fast
+    from hashsvc.robust import content_box
+
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if fast:
+        ctx.skip_frame = "NONREF"
+        ctx.options = {"skip_loop_filter": "all"}
+    step = max(1, round(seconds_per_hash * info.fps)) if seconds_per_hash > 0 else 1
+    time_base = stream.time_base
+    start_pts = stream.start_time or 0
+    out: list[Frame] = []
+    trimmed: list[Frame] = []
+    decoded = 0
+    next_number = 0  # fast: the next sample's frame number
+    reached = 0
+    try:
+        for frame in container.decode(stream):
+            if fast and frame.pts is not None and time_base is not None:
+                # frames were skipped: number the frame by its time
+                number = round(float((frame.pts - start_pts) * time_base) * info.fps)
+            else:
+                number = decoded
+            decoded += 1
+            reached = max(reached, number + 1)
+            if decoded > limits.max_frames:
+                raise MediaRejected(f"too many frames: more than {limits.max_frames}")
+            seconds = number / info.fps
+            if seconds > limits.max_seconds:
+                raise MediaRejected(
+                    f"video too long: more than {limits.max_seconds:.0f} s of frames"
+                )
+            if fast:
+                if number < next_number:
+                    continue
+                sample = next_number  # first decoded frame at or after the sample time
+                next_number = (number // step + 1) * step
+            else:
+                if number % step:
+                    continue
+                sample = number
+            _check_pixels(frame.width, frame.height, limits)
+            rgb = frame.to_ndarray(format="rgb24")
+            bits, quality = pdq_fast.pdq_from_rgb(np.ascontiguousarray(rgb))
+            pdq = Hash.from_bits(SignalType.PDQ, bits)
+            out.append(Frame(sample, int(quality), pdq, sample / info.fps))
+            if trim:
+                gray = frame.to_ndarray(format="gray")
+                box = content_box(gray)
+                if box is not None:
+                    left, top, right, bottom = box
+                    inner = np.ascontiguousarray(rgb[top:bottom, left:right])
+                    bits, quality = pdq_fast.pdq_from_rgb(inner)
+                    trimmed.append(
+                        Frame(sample, int(quality), Hash.from_bits(SignalType.PDQ, bits),
+                              sample / info.fps)
+                    )  # fmt: skip
+    except MediaRejected:
+        raise
+    except av.FFmpegError as e:
+        raise MediaRejected(f"truncated or corrupt video stream: {_reason(e)}") from None
+    except (ValueError, OSError, EOFError, IndexError, MemoryError) as e:
+        raise MediaRejected(f"truncated or corrupt video stream: {_reason(e)}") from None
+    return out, trimmed, decoded, reached
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text[:200]
