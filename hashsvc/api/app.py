@@ -25,7 +25,7 @@ from hashsvc import __version__
 from hashsvc.api import errors, schemas
 from hashsvc.api.context import RequestContextMiddleware, configure_logging
 from hashsvc.api.deps import AnyKey
-from hashsvc.api.limits import BodyLimitMiddleware
+from hashsvc.api.limits import BodyLimitMiddleware, OverloadMiddleware
 from hashsvc.api.routes import hash as hash_routes
 from hashsvc.api.routes import health, lists, match, metrics, reports
 from hashsvc.api.runtime import MatcherFactory, Services, open_matcher
@@ -74,8 +74,10 @@ def create_app(settings: Settings, *, matcher_factory: MatcherFactory = open_mat
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # added innermost first: the request context wraps the body cap, so a 413 raised
-    # before routing still gets a request id, a log line and a metric
+    # before routing still gets a request id, a log line and a metric; the overload shed
+    # sits between them, so a shed request is logged and counted but its body never read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OverloadMiddleware, max_in_flight=settings.max_in_flight)
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
     return app
 

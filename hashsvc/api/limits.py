@@ -14,10 +14,18 @@ CPU-bound work (decoding, hashing, batch searches) runs through `run_cpu_bound`:
 thread, at most `hash_concurrency` at once per worker, and skipped when the caller hung
 up while it waited for a slot, so abandoned requests cannot pile up a backlog that
 delays everyone after them (measured: 20 s of stalls after a burst of 128 batches).
+
+Overload is shed per worker by `OverloadMiddleware`: at most `max_in_flight` requests
+are being served at once, and the next one gets 503 with ``Retry-After`` at once, before
+its body is read or its key checked. Without it nothing bounds the queue: uvicorn starts a
+task for every request it accepts, and uploads wait on the CPU limiter, so a burst above
+capacity turns into latency that grows for as long as the burst lasts (the rate limit is
+per key and does not help against many keys, or one key under its limit on a small box).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -28,6 +36,8 @@ from typing import TypeVar
 import anyio
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hashsvc.api.errors import error_body
 
 T = TypeVar("T")
 
@@ -83,6 +93,48 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counted, send)
+
+
+class OverloadMiddleware:
+    """At most `max_in_flight` requests in this worker; beyond that, an immediate 503.
+
+    A count, not a timer: the event loop is single-threaded, so a plain integer is exact.
+    The probes and `/metrics` are not counted and never shed: an orchestrator must still
+    see the worker alive, and an operator must see the overload. 0 disables shedding."""
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+    RETRY_AFTER = "1"
+
+    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.max_in_flight <= 0 or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await _shed(send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def _shed(send: Send) -> None:
+    data = json.dumps(
+        error_body("overloaded", "the server is at capacity; retry after the given delay")
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        (b"retry-after", OverloadMiddleware.RETRY_AFTER.encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _content_length(scope: Scope) -> int | None:
