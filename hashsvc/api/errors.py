@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import SecurityScopes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashsvc.errors import (
@@ -86,6 +88,10 @@ async def _hashsvc_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and not isinstance(exc, ApiError):  # FastAPI's body parsing
+        refused = await _key_check_first(request)
+        if refused is not None:
+            return refused
     code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "error")
     return JSONResponse(
         error_body(code, str(exc.detail)), exc.status_code, headers=getattr(exc, "headers", None)
@@ -93,6 +99,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    refused = await _key_check_first(request)
+    if refused is not None:
+        return refused
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
@@ -101,6 +110,35 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     where = ".".join(str(x) for x in first["loc"])
     detail = f"{where}: {first['msg']}" if where else str(first["msg"])
     return JSONResponse(error_body("invalid_request", detail, errors=errors), 422)
+
+
+async def _key_check_first(request: Request) -> JSONResponse | None:
+    """The 401/403/429 a request gets before its 400/422, or None.
+
+    FastAPI reads and JSON-decodes a route's body before it runs the route's dependencies,
+    so a malformed body (not JSON, not UTF-8) would be answered 400/422 before the key was
+    checked: without a key a caller would learn how its body was parsed. When the key
+    check has not run yet for this request (it annotates the key id), it runs here."""
+    from hashsvc.api.auth import bearer, require_key
+
+    if "key_id" in request.scope.get("state", {}).get("log", {}):
+        return None  # authenticated already: the error came after the key check
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return None
+    needs_key, scopes, todo = False, set(), list(route.dependant.dependencies)
+    while todo:
+        dep = todo.pop()
+        needs_key |= dep.call is require_key
+        scopes |= set(dep.own_oauth_scopes or [])
+        todo.extend(dep.dependencies)
+    if not needs_key:
+        return None
+    try:
+        await require_key(request, SecurityScopes(sorted(scopes)), await bearer(request))
+    except ApiError as e:
+        return await _http_error(request, e)
+    return None
 
 
 class ApiError(StarletteHTTPException):
