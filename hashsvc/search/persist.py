@@ -120,7 +120,10 @@ def save_arrays(
 ) -> dict[str, Any]:
     """Atomically (re)write ``directory`` with these entries; returns the manifest."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # `mode` applies to the last directory only; the index root above it (search/) would
+    # get the umask's 0755 and let anyone list the index
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(exist_ok=True, mode=0o700)
     token = f"{time.time_ns():x}-{secrets.token_hex(4)}"
     name = f"codes-{token}.faissbin"
     final = directory / name
