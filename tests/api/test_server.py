@@ -15,7 +15,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from hashsvc import hashing, reports
 from hashsvc.enrollment import entries_for_media
 from hashsvc.store import Store
 from tests.api.conftest import Env, build_env, enrolled_bytes, upload_bytes
+from tests.api.live import live_server
 
 CAP = 4_000_000
 pytestmark = pytest.mark.slow
@@ -51,69 +51,17 @@ class Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("server")
     env = build_env(root / "data")
-    tmpdir = root / "tmp"
-    tmpdir.mkdir()
-    port = _free_port()
-    child_env = {
-        **os.environ,
-        "TMPDIR": str(tmpdir),
+    settings = {
         "HASHSVC_INDEX_REFRESH_SECONDS": "0.1",
         "HASHSVC_RATE_LIMIT_PER_MINUTE": "0",
         "HASHSVC_MAX_BODY_BYTES": str(CAP),
     }
-    cmd = [
-        sys.executable,
-        "-c",
-        "from hashsvc.cli import main; main()",
-        "serve",
-        "--workers",
-        "2",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(env.data_dir),
-        "--log-level",
-        "info",
-    ]
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        cmd, env=child_env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
-    )
-    srv = Server(env, f"http://127.0.0.1:{port}", proc, tmpdir, port)
-    try:
-        deadline = time.monotonic() + 120  # a loaded CI box: workers compile or load kernels
-        ready = 0
-        while ready < 6:  # several fresh connections in a row: both workers are up
-            logged = (root / "server.log").read_text(errors="replace")
-            assert proc.poll() is None, logged
-            assert time.monotonic() < deadline, f"server did not become ready:\n{logged}"
-            try:
-                ok = httpx.get(f"{srv.url}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                ok = False
-            ready = ready + 1 if ok else 0
-            if not ok:
-                time.sleep(0.05)
-        yield srv
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
+    with live_server(root, env.data_dir, workers=2, env=settings) as live:
+        yield Server(env, live.url, live.proc, live.tmpdir, live.port)
 
 
 def _raw(port: int, head: bytes, body_chunks: Iterator[bytes]) -> bytes:
