@@ -11,8 +11,9 @@ Crash safety: the index file gets a fresh name each save and is fsynced and rena
 place before the manifest is; the manifest's ``os.replace`` is the commit point, followed
 by an fsync of the directory. A crash at any moment leaves either the old manifest with its
 old index file or the new pair, never a manifest pointing at a half-written file. Stale
-index files are removed only after the commit. Files are mode 0600: hash lists of abusive
-media are sensitive.
+index files are removed only after the commit, and so are the temp files of a killed save
+(once an hour old, so a concurrent save's are left alone). Files are mode 0600: hash lists
+of abusive media are sensitive.
 
 Why FAISS for storage at all: it is the interchange format other tooling (e.g. HMA) reads.
 Why our own reader on load: ``faiss.read_index_binary`` rebuilds IDMap2's
@@ -24,6 +25,7 @@ any layout we do not recognise. A test checks both readers agree.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,6 +44,8 @@ MANIFEST = "manifest.json"
 FORMAT = "hashsvc-binary-index/1"
 _HDR = struct.Struct("<iiqBi")  # d, code_size, ntotal, is_trained, metric_type (21 bytes)
 _CHUNK = 1 << 24
+#: A temp file this old is a killed save's leftover (a 10M-entry save takes seconds).
+STALE_TMP_SECONDS = 3600
 
 
 @dataclass
@@ -165,6 +169,12 @@ def save_arrays(
     for old in directory.glob("codes-*.faissbin"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    # a save killed mid-write (SIGKILL, OOM) leaves its temp files, each as big as the
+    # index; nothing else removes them. Only old ones go: a concurrent save's are fresh.
+    for tmp in directory.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                tmp.unlink()
     return manifest
 
 
