@@ -58,6 +58,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from hashsvc.config import Settings
 from hashsvc.errors import HashsvcError, MediaRejected
+from hashsvc.video import is_video
 from hashsvc.walk import WalkError, iter_files
 
 if TYPE_CHECKING:
@@ -65,8 +66,9 @@ if TYPE_CHECKING:
 
     from hashsvc.matcher import Matcher
 
-#: Enough bytes for every signature check of the allowed formats (AVIF needs 12).
-SNIFF_BYTES = 64
+#: Enough bytes for every signature check of the allowed formats (AVIF needs 12) and of
+#: the video containers (MPEG-TS has sync bytes at 0, 188 and 376).
+SNIFF_BYTES = 512
 #: How far the walk may run ahead of the hashing (bounds memory on huge trees).
 WALK_AHEAD = 100_000
 
@@ -94,7 +96,7 @@ class ErrorKind(StrEnum):
 class SkipReason(StrEnum):
     """Why a file was not hashed although nothing went wrong. Not an error."""
 
-    NOT_IMAGE = "not an image"  # no signature of an accepted image format
+    NOT_IMAGE = "not an image"  # no signature of an accepted image or video format
     EMPTY = "empty file"
     SYMLINK = "symlink not followed"
     BROKEN_SYMLINK = "broken symlink"
@@ -337,6 +339,10 @@ def _signature_checks() -> tuple[Callable[[bytes], Any], ...]:
     return tuple(c for c in checks if c is not None)
 
 
+#: rejections of valid media that only exceeds a configured cap (media.py, video.py)
+_OVER_CAP = ("too many pixels", "video too long", "video frames too large", "too many frames")
+
+
 def looks_like_image(head: bytes) -> bool:
     """True when the first bytes carry the signature of an accepted image format."""
     return any(bool(accept(head)) for accept in _signature_checks())
@@ -379,7 +385,7 @@ def _check(task: FileTask, matcher: Matcher, lists: Collection[str] | None) -> F
             head = f.read(SNIFF_BYTES)
             if not head:
                 return FileResult.skip(task.path, SkipReason.EMPTY, size, mtime)
-            if not looks_like_image(head):
+            if not (looks_like_image(head) or is_video(head)):
                 return FileResult.skip(task.path, SkipReason.NOT_IMAGE, size, mtime)
             data = head + f.read()
     except OSError as e:
@@ -390,7 +396,7 @@ def _check(task: FileTask, matcher: Matcher, lists: Collection[str] | None) -> F
         text = str(e)
         # media.py has one exception type; the pixel cap is the one rejection of a valid
         # image, so it gets its own kind (a moderator may rerun with a higher cap)
-        kind = ErrorKind.TOO_LARGE if text.startswith("too many pixels") else ErrorKind.CORRUPT
+        kind = ErrorKind.TOO_LARGE if text.startswith(_OVER_CAP) else ErrorKind.CORRUPT
         return FileResult.failed(task.path, kind, text, size, mtime)
     return FileResult(
         path=task.path,

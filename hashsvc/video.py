@@ -174,7 +174,7 @@ def hash_video(
         raise ValueError("seconds_per_hash must be >= 0")
     with _open(data) as (container, info):
         _check_declared(info, limits)
-        frames, trimmed, decoded, reached = _hash_frames(
+        frames, trimmed, decoded, reached, last_time = _hash_frames(
             container, info, seconds_per_hash, limits, fast, trim
         )
     notes: list[str] = []
@@ -182,6 +182,13 @@ def hash_video(
         raise MediaRejected(
             f"truncated or corrupt video: decoding stopped at frame {reached} of the "
             f"{info.frames} the container declares"
+        )
+    # containers that declare no frame count (Matroska/WebM) still declare a duration;
+    # time, not a frame count, so variable frame rates cannot trip it
+    if info.duration and last_time is not None and last_time < MIN_DECODED_SHARE * info.duration - 1:
+        raise MediaRejected(
+            f"truncated or corrupt video: decoding stopped at {last_time:.1f} s of the "
+            f"{info.duration:.1f} s the container declares"
         )
     if not frames:
         raise MediaRejected("no decodable video frame")
@@ -222,10 +229,10 @@ class _open:
             )
         try:
             self.container = av.open(io.BytesIO(self.data), mode="r", format=demuxer)
-        except av.FFmpegError as e:
-            raise MediaRejected(f"corrupt video container ({demuxer}): {_reason(e)}") from None
-        except (ValueError, OSError, EOFError, IndexError) as e:
-            raise MediaRejected(f"corrupt video container ({demuxer}): {_reason(e)}") from None
+        except (av.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:
+            raise MediaRejected(
+                f"truncated or corrupt video container ({demuxer}): {_reason(e)}"
+            ) from None
         try:
             return self.container, _info(self.container, demuxer)
         except BaseException:
@@ -288,10 +295,10 @@ def _hash_frames(
     limits: VideoLimits,
     fast: bool,
     trim: bool,
-) -> tuple[list[Frame], list[Frame], int, int]:
+) -> tuple[list[Frame], list[Frame], int, int, float | None]:
     """Decode the first video stream; PDQ of every sampled frame. Returns (frames,
     trimmed frames, count of frames decoded, how many frames the stream reached: the
-    last number + 1)."""
+    last number + 1, the last frame's time in seconds from the start if known)."""
     import av
 
     from hashsvc import pdq_fast
@@ -310,6 +317,7 @@ def _hash_frames(
     decoded = 0
     next_number = 0  # fast: the next sample's frame number
     reached = 0
+    last_time: float | None = None
     try:
         for frame in container.decode(stream):
             if fast and frame.pts is not None and time_base is not None:
@@ -319,6 +327,8 @@ def _hash_frames(
                 number = decoded
             decoded += 1
             reached = max(reached, number + 1)
+            if frame.pts is not None and time_base is not None:
+                last_time = float((frame.pts - start_pts) * time_base)
             if decoded > limits.max_frames:
                 raise MediaRejected(f"too many frames: more than {limits.max_frames}")
             seconds = number / info.fps
@@ -357,9 +367,10 @@ def _hash_frames(
         raise MediaRejected(f"truncated or corrupt video stream: {_reason(e)}") from None
     except (ValueError, OSError, EOFError, IndexError, MemoryError) as e:
         raise MediaRejected(f"truncated or corrupt video stream: {_reason(e)}") from None
-    return out, trimmed, decoded, reached
+    return out, trimmed, decoded, reached, last_time
 
 
 def _reason(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
+    # PyAV appends the file name, which for bytes in memory is "'<none>'"
+    text = str(e).replace(": '<none>'", "").strip() or type(e).__name__
     return text[:200]

@@ -19,7 +19,9 @@ from PIL import Image
 def blob_still(seed: int, size: tuple[int, int] = (960, 720)) -> Image.Image:
     """A smooth, photo-like generated still (high PDQ quality, nothing recognisable)."""
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    # 24x32 blobs: structure across PDQ's whole 16x16 DCT band, so its bits are stable
+    # under re-encoding (smoother stills leave most coefficients near the median)
+    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
     return Image.fromarray(small, "RGB").resize(size, Image.Resampling.BICUBIC)
 
 
@@ -30,9 +32,11 @@ def frames(
     fps: int,
     size: tuple[int, int],
     bar: int = 0,
+    zoom: float = 0.03,
 ) -> list[np.ndarray]:
-    """RGB frames: each still is shown for `seconds_per_still`, slowly zooming in (to
-    85%) so frames change; `bar` black rows are added on top and bottom (letterbox)."""
+    """RGB frames: each still is shown for `seconds_per_still`, slowly zooming in by
+    `zoom` (a gentle push-in, as in real footage) so frames change; `bar` black rows are
+    added on top and bottom (letterbox)."""
     w, h = size
     out: list[np.ndarray] = []
     per = max(1, round(seconds_per_still * fps))
@@ -40,8 +44,8 @@ def frames(
     for still in stills:
         sw, sh = still.size
         for i in range(per):
-            zoom = 1.0 - 0.15 * i / per
-            cw, ch = sw * zoom, sh * zoom
+            scale = 1.0 - zoom * i / per
+            cw, ch = sw * scale, sh * scale
             left, top = (sw - cw) / 2, (sh - ch) / 2
             box = (left, top, left + cw, top + ch)
             img = still.resize((w, inner_h), Image.Resampling.BILINEAR, box=box)

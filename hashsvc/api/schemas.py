@@ -16,6 +16,15 @@ PdqHex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="PDQ, 64
 PhashHex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{16}$", description="pHash, 16 hex")]
 Md5Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$", description="MD5, 32 hex digits")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256, 64 hex")]
+VpdqLine = Annotated[
+    str,
+    Field(
+        pattern=r"^\s*\d+\s*,\s*\d+\s*,\s*[0-9a-fA-F]{64}\s*,\s*[0-9.eE+-]+\s*$",
+        max_length=200,
+        description="frame,quality,pdq_hex,timestamp",
+    ),
+]
+MAX_VPDQ_LINES = 20_000
 VerdictName = Literal["block", "report", "allow"]
 MAX_BATCH = 1000
 #: SQLite integers are 64-bit: a larger id can name nothing (and must not reach the driver)
@@ -71,6 +80,7 @@ MEDIA_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "video/*": {"schema": {"type": "string", "format": "binary"}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         "multipart/form-data": {
             "schema": {
@@ -86,6 +96,22 @@ MEDIA_BODY: dict[str, Any] = {
 # -- hashes and matches ----------------------------------------------------------------
 
 
+class VpdqFrame(BaseModel):
+    frame: int = Field(description="Frame number (0-based) in the video.")
+    quality: int = Field(ge=0, le=100)
+    pdq: str
+    timestamp: float = Field(description="Seconds from the start.")
+
+
+class VideoFacts(BaseModel):
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration: float | None
+
+
 class Hashes(BaseModel):
     pdq: str | None = None
     pdq_quality: int | None = Field(None, ge=0, le=100)
@@ -96,18 +122,28 @@ class Hashes(BaseModel):
         description="`reference` hashes equal Meta's reference PDQ and imagehash's pHash; "
         "`fast` (the matching path for unmatched uploads) may differ by a few bits."
     )
+    video: VideoFacts | None = Field(None, description="For a video: what its container says.")
+    vpdq: list[VpdqFrame] | None = Field(
+        None, description="For a video: its vPDQ hash, one PDQ per sampled frame."
+    )
 
 
 class MatchItem(BaseModel):
     list: str
     entry_id: int
-    signal_type: Literal["pdq", "phash", "md5", "sha256"]
+    signal_type: Literal["pdq", "phash", "md5", "sha256", "vpdq"]
     category: str | None = Field(None, description="The list's category (admin scope only).")
     distance: int | None = Field(None, description="Only for keys with the review scope.")
     variant: str | None = Field(
         None, description="Which rotation/flip of the upload matched (review scope)."
     )
     external_id: str | None = Field(None, description="The list's own id (admin scope only).")
+    query_percent: float | None = Field(
+        None, description="vPDQ: percent of the upload's unique frames that matched (review)."
+    )
+    compared_percent: float | None = Field(
+        None, description="vPDQ: percent of the list video's unique frames hit (review)."
+    )
 
 
 class MatchResponse(BaseModel):
@@ -127,11 +163,17 @@ class HashQuery(_Strict):
     phash: PhashHex | None = None
     md5: Md5Hex | None = None
     sha256: Sha256Hex | None = None
+    vpdq: list[VpdqLine] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_VPDQ_LINES,
+        description="A video's vPDQ hash: its lines `frame,quality,pdq_hex,timestamp`.",
+    )
 
     @model_validator(mode="after")
     def _some_hash(self) -> HashQuery:
-        if not (self.pdq or self.phash or self.md5 or self.sha256):
-            raise ValueError("give at least one of pdq, phash, md5, sha256")
+        if not (self.pdq or self.phash or self.md5 or self.sha256 or self.vpdq):
+            raise ValueError("give at least one of pdq, phash, md5, sha256, vpdq")
         if self.pdq_quality is not None and self.pdq is None:
             raise ValueError("pdq_quality needs pdq")
         return self
@@ -199,7 +241,7 @@ class ReportOut(BaseModel):
     source: Literal["media", "hashes"]
     request_id: str
     key_id: int | None
-    hashes: dict[str, str | int | None] = Field(description="The upload's hashes.")
+    hashes: dict[str, Any] = Field(description="The upload's hashes.")
     matches: list[MatchItem]
     resolution: Resolution | None
 

@@ -21,11 +21,11 @@ FILE_FIELD = "file"
 
 
 async def read_upload(request: Request) -> bytes:
-    """The upload's bytes from a raw body (image/*, application/octet-stream) or from the
-    multipart field `file`. 415 for any other Content-Type, 422 for a bad multipart."""
+    """The upload's bytes from a raw body (image/*, video/*, application/octet-stream) or
+    from the multipart field `file`. 415 for any other Content-Type, 422 for a bad multipart."""
     content_type = request.headers.get("content-type", "")
     mime = content_type.split(";", 1)[0].strip().lower()
-    if mime.startswith("image/") or mime in RAW_TYPES:
+    if mime.startswith(("image/", "video/")) or mime in RAW_TYPES:
         chunks = bytearray()
         async for chunk in request.stream():
             chunks += chunk
@@ -35,7 +35,7 @@ async def read_upload(request: Request) -> bytes:
     raise ApiError(
         415,
         "unsupported_media_type",
-        "send the media as image/*, application/octet-stream, or multipart/form-data "
+        "send the media as image/*, video/*, application/octet-stream, or multipart/form-data "
         f"with a '{FILE_FIELD}' field",
     )
 

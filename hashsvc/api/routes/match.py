@@ -18,7 +18,7 @@ import anyio
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
-from hashsvc import reports
+from hashsvc import reports, vpdq
 from hashsvc.api import schemas
 from hashsvc.api.context import annotate, request_id
 from hashsvc.api.deps import MatchCall
@@ -28,7 +28,8 @@ from hashsvc.api.uploads import read_upload
 from hashsvc.audit import AuditEvent
 from hashsvc.hashing import HashPath, MediaHashes
 from hashsvc.keys import ApiKey
-from hashsvc.matcher import Matcher, MatchResult
+from hashsvc.matcher import Hashes, Matcher, MatchResult
+from hashsvc.video import VideoHashes
 from hashsvc.policy import Verdict
 from hashsvc.signals import Hash, SignalType
 
@@ -63,13 +64,19 @@ async def match_media(request: Request, ctx: MatchCall) -> JSONResponse:
 
 def _hash_and_match(
     matcher: Matcher, services: Services, data: bytes
-) -> tuple[MatchResult, MediaHashes]:
+) -> tuple[MatchResult, Hashes]:
     start = time.perf_counter()
     hashes = matcher.hash_upload(data)
     services.metrics.hash_seconds.observe(time.perf_counter() - start)
     result = matcher.match(hashes)
     if result.verdict is not Verdict.ALLOW:
-        hashes = reports.reference_hashes(data, hashes, max_pixels=matcher.settings.max_pixels)
+        if isinstance(hashes, VideoHashes):
+            if hashes.fast:  # a report keeps hashes any vPDQ implementation reproduces
+                hashes = matcher.hash_video(data)
+        else:
+            hashes = reports.reference_hashes(
+                data, hashes, max_pixels=matcher.settings.max_pixels
+            )
     return result, hashes
 
 
@@ -177,11 +184,21 @@ def _result_json(result: MatchResult, key: ApiKey, report_id: int | None) -> dic
     }
 
 
-def _hashes_json(hashes: MediaHashes) -> dict[str, Any]:
+def _hashes_json(hashes: Hashes) -> dict[str, Any]:
+    if isinstance(hashes, VideoHashes):
+        return {**hashes.to_json(), "decode_path": "fast" if hashes.fast else "reference"}
     return {**hashes.to_json(), "decode_path": hashes.path.value}
 
 
-def _media_hashes(q: schemas.HashQuery) -> MediaHashes:
+def _media_hashes(q: schemas.HashQuery) -> Hashes:
+    if q.vpdq is not None:
+        frames = vpdq.parse("\n".join(q.vpdq), source="vpdq")  # HashListError: 422
+        return VideoHashes(
+            md5=Hash.from_hex(SignalType.MD5, q.md5) if q.md5 else None,
+            sha256=Hash.from_hex(SignalType.SHA256, q.sha256) if q.sha256 else None,
+            frames=tuple(frames),
+        )
+
     def h(signal: SignalType, text: str | None) -> Hash | None:
         return None if text is None else Hash.from_hex(signal, text)
 
