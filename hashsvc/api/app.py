@@ -76,7 +76,11 @@ def create_app(settings: Settings, *, matcher_factory: MatcherFactory = open_mat
     # added innermost first: the request context wraps the body cap, so a 413 raised
     # before routing still gets a request id, a log line and a metric; the overload shed
     # sits between them, so a shed request is logged and counted but its body never read
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        video_max_bytes=settings.video_max_body_bytes,
+    )
     app.add_middleware(OverloadMiddleware, max_in_flight=settings.max_in_flight)
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
     return app

@@ -69,15 +69,22 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """Caps every body while it streams in: `max_bytes`, or `video_max_bytes` for a raw
+    `video/*` body (videos are larger; they are still held in memory only, and the
+    hashing concurrency bounds how many are at once)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, video_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.video_max_bytes = video_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
+        if _content_type(scope).startswith(b"video/"):
+            limit = self.video_max_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             raise BodyTooLarge(limit)
@@ -135,6 +142,13 @@ async def _shed(send: Send) -> None:
     ]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+def _content_type(scope: Scope) -> bytes:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return bytes(value).strip().lower()
+    return b""
 
 
 def _content_length(scope: Scope) -> int | None:
