@@ -185,7 +185,11 @@ def hash_video(
         )
     # containers that declare no frame count (Matroska/WebM) still declare a duration;
     # time, not a frame count, so variable frame rates cannot trip it
-    if info.duration and last_time is not None and last_time < MIN_DECODED_SHARE * info.duration - 1:
+    if (
+        info.duration
+        and last_time is not None
+        and last_time < MIN_DECODED_SHARE * info.duration - 1
+    ):
         raise MediaRejected(
             f"truncated or corrupt video: decoding stopped at {last_time:.1f} s of the "
             f"{info.duration:.1f} s the container declares"
