@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hashsvc import video, vpdq
+from hashsvc import hashing, video, vpdq
 from hashsvc.errors import HashsvcError
 from hashsvc.hashing import HashPath, crop_variants, hash_media
 from hashsvc.hashlist import ListEntry
@@ -107,7 +107,7 @@ def _enrolled_video(data: bytes, category: str, note: str, opts: VideoOptions) -
     digest = vpdq.digest(frames)
     entries = [
         ListEntry(hash=h, external_id=item_id, category=category, source="enroll", note=note)
-        for h in (digest, vh.md5, vh.sha256)
+        for h in (digest, hashing.md5(data), hashing.sha256(data))
     ]
     return EnrolledMedia(entries, {}, {digest: frames})
 
