@@ -460,7 +460,7 @@ def test_sigkill_during_index_save_and_compaction(tmp_path: Path) -> None:
             child.kill()
         name = child.lines[-1][1].split()[2]
         named.mid += 1
-        named.outcomes[f"{point}:{name} -> {after_kill(run, child)}"] += 1
+        named.outcomes[f"{point:02d} {name}: {after_kill(run, child)}"] += 1
         if point == 1:
             assert name == "write_faiss_file" and temp_files(tmp_path), "no temp file left"
     print(named.summary())
