@@ -26,12 +26,14 @@ any layout we do not recognise. A test checks both readers agree.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,26 @@ def save_arrays(
     # get the umask's 0755 and let anyone list the index
     directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.mkdir(exist_ok=True, mode=0o700)
+    with _save_lock(directory):
+        return _save_locked(directory, ids, codes, bits, store_version)
+
+
+@contextlib.contextmanager
+def _save_lock(directory: Path) -> Iterator[None]:
+    """One save at a time per index directory, across processes: without it, a save
+    (`lists import`) racing another (`serve` starting) deletes the file the other's
+    manifest has just committed to. Readers need no lock: they see a whole manifest."""
+    fd = os.open(directory / ".save.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _save_locked(
+    directory: Path, ids: np.ndarray, codes: np.ndarray, bits: int, store_version: str | int | None
+) -> dict[str, Any]:
     token = f"{time.time_ns():x}-{secrets.token_hex(4)}"
     name = f"codes-{token}.faissbin"
     final = directory / name
