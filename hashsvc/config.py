@@ -49,7 +49,7 @@ class Settings:
     vpdq_seconds_per_hash: float = 1.0  # one frame PDQ per second (0: every frame)
     vpdq_query_percent: float = 80.0  # share of the upload's unique frames that must match
     vpdq_compared_percent: float = 0.0  # share of the list video's frames that must be hit
-    video_fast_decode: bool = False  # matching only: skip non-reference frames + deblocking
+    video_fast_decode: bool = True  # matching only: skip non-reference frames + deblocking
 
     # API
     host: str = "127.0.0.1"

@@ -305,14 +305,14 @@ def _hash_frames(
     last number + 1, the last frame's time in seconds from the start if known)."""
     import av
 
-    from hashsvc import pdq_fast
     from hashsvc.robust import content_box
 
     stream = container.streams.video[0]
     ctx = stream.codec_context
     if fast:
         ctx.skip_frame = "NONREF"
-        ctx.options = {"skip_loop_filter": "all"}
+        # no deblocking, and H.264's non-bit-exact shortcuts: ~25% less decode time
+        ctx.options = {"skip_loop_filter": "all", "flags2": "+fast"}
     step = max(1, round(seconds_per_hash * info.fps)) if seconds_per_hash > 0 else 1
     time_base = stream.time_base
     start_pts = stream.start_time or 0
@@ -350,17 +350,17 @@ def _hash_frames(
                     continue
                 sample = number
             _check_pixels(frame.width, frame.height, limits)
-            rgb = frame.to_ndarray(format="rgb24")
-            bits, quality = pdq_fast.pdq_from_rgb(np.ascontiguousarray(rgb))
+            luma = _luma_plane(frame) if fast else None
+            pixels = luma if luma is not None else frame.to_ndarray(format="rgb24")
+            bits, quality = _pdq(pixels, frame)
             pdq = Hash.from_bits(SignalType.PDQ, bits)
             out.append(Frame(sample, int(quality), pdq, sample / info.fps))
             if trim:
-                gray = frame.to_ndarray(format="gray")
+                gray = luma if luma is not None else frame.to_ndarray(format="gray")
                 box = content_box(gray)
                 if box is not None:
                     left, top, right, bottom = box
-                    inner = np.ascontiguousarray(rgb[top:bottom, left:right])
-                    bits, quality = pdq_fast.pdq_from_rgb(inner)
+                    bits, quality = _pdq(pixels[top:bottom, left:right], frame)
                     trimmed.append(
                         Frame(sample, int(quality), Hash.from_bits(SignalType.PDQ, bits),
                               sample / info.fps)
@@ -372,6 +372,37 @@ def _hash_frames(
     except (ValueError, OSError, EOFError, IndexError, MemoryError) as e:
         raise MediaRejected(f"truncated or corrupt video stream: {_reason(e)}") from None
     return out, trimmed, decoded, reached, last_time
+
+
+#: 8-bit formats whose first plane is the luma (Y) plane at full resolution
+_Y_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
+                      "nv12", "nv21"})  # fmt: skip
+
+
+def _luma_plane(frame: Any) -> np.ndarray | None:
+    """The decoder's own Y plane, without a copy or a colour conversion (fast path): the
+    PDQ luma of the RGB conversion is this Y plane up to rounding, clipping and, for
+    limited-range video, an affine map that only moves the DC term. None when the pixel
+    format has no 8-bit Y plane first (then RGB is used)."""
+    if frame.format.name not in _Y_FIRST:
+        return None
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    return rows[: frame.height, : frame.width]
+
+
+def _pdq(pixels: np.ndarray, frame: Any) -> tuple[np.ndarray, int]:
+    """PDQ of RGB pixels (bit-exact with the reference), or of a Y plane (fast path).
+    PDQ's quality is a sum of luma gradients: a limited-range Y plane (16-235) has them
+    219/255 as steep, so its quality is scaled back to what the RGB frame would give."""
+    from hashsvc import pdq_fast
+
+    if pixels.ndim == 3:
+        return pdq_fast.pdq_from_rgb(np.ascontiguousarray(pixels))
+    bits, quality = pdq_fast.pdq_from_gray_u8(np.ascontiguousarray(pixels))
+    if not frame.format.name.startswith("yuvj") and frame.color_range != 2:  # 2 = JPEG/full
+        quality = min(100, int(quality * 255 / 219))
+    return bits, quality
 
 
 def _reason(e: BaseException) -> str:

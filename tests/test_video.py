@@ -360,3 +360,19 @@ def test_a_vpdq_entry_cannot_be_stored_without_its_frames(tmp_path: Path) -> Non
         with pytest.raises(InvalidValue, match="needs its frames"):
             store.import_entries("v", [lone], source_name="t", file_sha256="")
         assert store.count_entries("v") == 0
+
+
+@pytest.mark.parametrize(("codec", "container"), [("libx264", "mp4"), ("mjpeg", "avi")])
+def test_fast_path_drift_is_bounded(original: bytes, codec: str, container: str) -> None:
+    """The matching path (non-reference frames and deblocking skipped, PDQ from the Y
+    plane) against the reference path on the same clip: the bound README states is
+    median <= 6, max <= 16 bits (bench/RESULTS-video.md measures 60 s clips); quality
+    within 10 points (the Y plane's limited range is scaled back; MJPEG is full range)."""
+    data = original if codec == "libx264" else make_video(SEEDS, codec=codec,
+                                                           container=container)  # fmt: skip
+    ref = video.hash_video(data, collapse=False).frames
+    fast = video.hash_video(data, fast=True, collapse=False).frames
+    assert [f.number for f in fast] == [f.number for f in ref]
+    dists = [a.pdq - b.pdq for a, b in zip(ref, fast, strict=True)]
+    assert statistics.median(dists) <= 6 and max(dists) <= 16, dists
+    assert all(abs(a.quality - b.quality) <= 10 for a, b in zip(ref, fast, strict=True))

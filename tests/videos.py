@@ -73,7 +73,7 @@ def encode(
     with _open_output(buf, container) as out:
         stream = out.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"  # MJPEG: full range
         stream.thread_count = 1
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": preset}
