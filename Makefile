@@ -50,6 +50,7 @@ bench: $(STAMP) bench-data
 	$(PY) bench/robustness.py
 	$(PY) bench/api.py
 	$(PY) bench/scan.py
+	$(PY) bench/video.py
 	$(PY) bench/assemble.py
 
 # Benign photos for the corpus (Debian wallpaper packages); needs root and apt.
