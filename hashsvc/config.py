@@ -40,6 +40,13 @@ class Settings:
     dihedral: bool = True  # search the 8 rotations/flips of a PDQ query
     trim_borders: bool = True  # also search the query's content inside added borders
     enroll_crops: bool = True  # enrollment also indexes centre/corner crops
+    # corroboration: a PDQ beyond the threshold but <= corroborate_pdq still matches when
+    # the same item's pHash is <= corroborate_phash (matcher.py; bench/robustness.py)
+    corroborate: bool = True  # for media (uploads, scans, `hashsvc match FILE`)
+    corroborate_lookups: bool = False  # for precomputed hashes (costs a wider pHash search)
+    corroborate_pdq: int = 48
+    corroborate_phash: int = 12
+    corroborate_min_quality: int = 20  # PDQ quality floor of the query for corroboration
 
     # video (vPDQ; see hashsvc/video.py and hashsvc/vpdq.py)
     video_max_seconds: float = 3600.0  # from the container before decoding, and while

@@ -26,6 +26,9 @@ from hashsvc.vpdq import unique_hashes
 #: Labels of a match that did not come from the query's own hash and the entry's own hash
 TRIMMED = "trimmed"  # the query's content inside added borders / caption bars
 CROP = "crop"  # one of the entry's enrollment crops
+#: a PDQ beyond the list's threshold, accepted because the same item's pHash also
+#: matches (Settings.corroborate_*)
+CORROBORATED = "corroborated"
 
 Hit = tuple[SignalType, int, str | None]  # (signal, distance, variant label or None)
 Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # entry ids, distances, slots
@@ -142,21 +145,35 @@ class Matcher:
         )
 
     def match_media(self, data: bytes, *, lists: Collection[str] | None = None) -> MatchResult:
-        return self.match(self.hash_upload(data), lists=lists)
+        return self.match(self.hash_upload(data), lists=lists, corroborate=True)
 
-    def match(self, hashes: Hashes, *, lists: Collection[str] | None = None) -> MatchResult:
+    def match(
+        self,
+        hashes: Hashes,
+        *,
+        lists: Collection[str] | None = None,
+        corroborate: bool = False,
+    ) -> MatchResult:
         """Search every signal present in `hashes`; keep matches within each list's
-        threshold; decide the verdict."""
-        return self.match_many([hashes], lists=lists)[0]
+        threshold; decide the verdict. `corroborate=True` (media: `match_media`, the
+        API's uploads) also applies Settings.corroborate; precomputed hashes follow
+        Settings.corroborate_lookups."""
+        return self.match_many([hashes], lists=lists, corroborate=corroborate)[0]
 
     def match_many(
-        self, items: Sequence[Hashes], *, lists: Collection[str] | None = None
+        self,
+        items: Sequence[Hashes],
+        *,
+        lists: Collection[str] | None = None,
+        corroborate: bool = False,
     ) -> list[MatchResult]:
         """`match` for many items at once: the lists are read once and each signal's
         distinct queries go to the index in one batch search (one query: a plain search).
         Videos are matched one by one by the vPDQ rule (`match_video`)."""
+        s = self.settings
+        wide = s.corroborate if corroborate else s.corroborate_lookups
         images = [h for h in items if isinstance(h, MediaHashes)]
-        done = iter(self._match_images(images, lists))
+        done = iter(self._match_images(images, lists, wide))
         return [
             next(done) if isinstance(h, MediaHashes) else self.match_video(h, lists=lists)
             for h in items
@@ -270,20 +287,20 @@ class Matcher:
         return out
 
     def _match_images(
-        self, items: Sequence[MediaHashes], lists: Collection[str] | None
+        self, items: Sequence[MediaHashes], lists: Collection[str] | None, corroborate: bool
     ) -> list[MatchResult]:
         if not items:
             return []
-        radii = self._radii()
+        radii = dict(self._radii())
+        if corroborate:  # pHash hits up to the corroboration bound, for `_corroborated`
+            radii[SignalType.PHASH] = max(radii[SignalType.PHASH], self.settings.corroborate_phash)
         plans = [self._plan(h) for h in items]
         found: dict[tuple[SignalType, bytes], Found] = {}
         for signal in (SignalType.PDQ, SignalType.PHASH):
             distinct = list({q.value: q for p in plans for q, _ in p.queries
                              if q.signal is signal}.values())  # fmt: skip
             if len(distinct) == 1:
-                found[(signal, distinct[0].value)] = self.indexes.search(
-                    distinct[0], radii[signal]
-                )
+                found[(signal, distinct[0].value)] = self.indexes.search(distinct[0], radii[signal])
             elif distinct:
                 for q, result in zip(
                     distinct, self.indexes.search_batch(distinct, radii[signal]), strict=True
@@ -305,8 +322,42 @@ class Matcher:
                 if h is not None:
                     for entry_id in self.store.exact_lookup(signal, h.value):
                         hits.setdefault(entry_id, []).append((signal, 0, None))
+            if corroborate:
+                for entry_id, extra in self._corroborated(item, found).items():
+                    hits.setdefault(entry_id, []).extend(extra)
             matches = self._within_thresholds(hits, lists)
             out.append(MatchResult(verdict(matches), tuple(matches), item, plan.notes))
+        return out
+
+    def _corroborated(self, item: MediaHashes, found: dict[tuple[SignalType, bytes], Found]
+                      ) -> dict[int, list[Hit]]:  # fmt: skip
+        """PDQ hits beyond the threshold that the same item's pHash backs up.
+
+        Why: brightness changes and text overlays move PDQ 32-48 bits while pHash stays
+        close; unrelated photos are never near in both at once (bench/robustness.py: 0
+        of 9.6M unrelated pairs within PDQ 48 and pHash 12; the closest PDQ among
+        unrelated pairs with pHash <= 14 was 58). The pHash hit names an entry; its PDQ
+        sibling is the entry of the same list with the same external id (one media item).
+        """
+        s = self.settings
+        if item.pdq is None or item.phash is None:
+            return {}
+        if item.pdq_quality is not None and item.pdq_quality < s.corroborate_min_quality:
+            return {}
+        ids, dists, slots = found[(SignalType.PHASH, item.phash.value)]
+        near = [
+            e
+            for e, d, slot in zip(ids.tolist(), dists.tolist(), slots.tolist(), strict=True)
+            if d <= s.corroborate_phash and not slot
+        ]
+        if not near:
+            return {}
+        out: dict[int, list[Hit]] = {}
+        for siblings in self.store.pdq_siblings(near).values():
+            for pdq_id, value in siblings:
+                d = item.pdq - Hash(SignalType.PDQ, value)
+                if d <= s.corroborate_pdq:
+                    out.setdefault(pdq_id, []).append((SignalType.PDQ, d, CORROBORATED))
         return out
 
     def _plan(self, hashes: MediaHashes) -> _Plan:
@@ -319,7 +370,7 @@ class Matcher:
                 use_pdq = False
                 notes.append(
                     f"pdq quality {hashes.pdq_quality} is below "
-                    f"{self.settings.pdq_min_quality}: PDQ not used to decide"
+                    f"{self.settings.pdq_min_quality}: PDQ alone does not decide"
                 )
         if use_pdq and hashes.pdq is not None:
             variants = hashes.pdq_dihedral or (hashes.pdq,)
@@ -337,10 +388,19 @@ class Matcher:
         parts = variant.split("+")
         if CROP in parts and not meta.options.get("crops", True):
             return False
+        if CORROBORATED in parts and not meta.options.get("corroborate", True):
+            return False
         if TRIMMED in parts and not meta.options.get("trim_borders", self.settings.trim_borders):
             return False
         rotated = [p for p in parts if p in DIHEDRAL_NAMES]
         return not (rotated and not meta.options.get("dihedral", self.settings.dihedral))
+
+    def _limit(self, signal: SignalType, variant: str | None, meta: EntryMeta) -> int:
+        """The largest distance a hit may have: the list's threshold, or the
+        corroboration bound for a PDQ that the item's pHash backs up."""
+        if variant == CORROBORATED:
+            return max(meta.threshold(signal), self.settings.corroborate_pdq)
+        return meta.threshold(signal)
 
     def _radii(self) -> dict[SignalType, int]:
         """Search radius per perceptual signal: the largest threshold of any list (each
@@ -374,7 +434,7 @@ class Matcher:
             accepted = [
                 (distance, signal, variant)
                 for signal, distance, variant in entry_hits
-                if distance <= m.threshold(signal)
+                if distance <= self._limit(signal, variant, m)
                 and (variant is None or self._variant_allowed(variant, m))
             ]
             if not accepted:

@@ -178,12 +178,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (entry_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 4: an item's entries (PDQ, pHash... of one media file) share an external id; the
+    # matcher's corroboration looks a pHash hit's PDQ sibling up by it. Partial: bare
+    # hash lists without ids pay nothing on import.
+    """
+    CREATE INDEX entries_by_external ON entries(list_id, external_id)
+        WHERE external_id <> '';
+    """,
 ]
 
 LIST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Per-list switches the matcher reads; a key left out means "use the service default"
 # (Settings). Unknown keys are refused so a typo cannot silently do nothing.
-KNOWN_OPTIONS: dict[str, type] = {"dihedral": bool, "trim_borders": bool, "crops": bool}
+KNOWN_OPTIONS: dict[str, type] = {
+    "dihedral": bool, "trim_borders": bool, "crops": bool, "corroborate": bool,
+}  # fmt: skip
 MAX_KIND_CHARS = 64
 _PAGE = 1000
 _CHUNK = 65536
@@ -788,6 +797,22 @@ class Store:
                 (entry_id,),
             ).fetchall()
         return [Frame(r[0], r[1], Hash(SignalType.PDQ, r[2]), r[3]) for r in rows]
+
+    def pdq_siblings(self, entry_ids: Iterable[int]) -> dict[int, list[tuple[int, bytes]]]:
+        """For each given entry, the live PDQ entries of the same list with the same
+        (non-empty) external id: the PDQ of the same media item, as (id, hash bytes)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT p.id, e.id, e.hash FROM entries p"
+                " JOIN entries e ON e.list_id = p.list_id AND e.external_id = p.external_id"
+                f" WHERE p.id IN (SELECT value FROM json_each(:ids)) AND p.external_id <> ''"
+                f" AND e.signal_type = 'pdq' AND e.id <> p.id AND {_LIVE}",
+                {"ids": _ids_json(entry_ids), "now": self._clock()},
+            ).fetchall()
+        out: dict[int, list[tuple[int, bytes]]] = {}
+        for owner, sibling, value in rows:
+            out.setdefault(owner, []).append((sibling, bytes(value)))
+        return out
 
     def exact_lookup(self, signal_type: SignalType, value: bytes) -> list[int]:
         """Ids of live entries whose hash (or a variant's) is exactly `value`: the match

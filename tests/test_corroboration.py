@@ -1,0 +1,107 @@
+"""Corroboration: a PDQ hit beyond the list's threshold counts when the same media item's
+pHash is close too (matcher.py `_corroborated`, Settings.corroborate_*).
+
+Queries are the enrolled hashes with a known number of bits flipped, so every distance
+is exact and each side of each bound is tested.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hashsvc.config import Settings
+from hashsvc.enrollment import enroll
+from hashsvc.hashing import HashPath, MediaHashes
+from hashsvc.hashlist import ListEntry
+from hashsvc.matcher import CORROBORATED, Matcher
+from hashsvc.signals import Hash, SignalType
+from hashsvc.store import Store
+from tests.conftest import PDQ_DATA
+
+BRIDGE = PDQ_DATA / "bridge-mods" / "aaa-orig.jpg"
+
+
+def flipped(h: Hash, n: int, seed: int = 0) -> Hash:
+    bits = h.bits()
+    bits[np.random.default_rng(seed).choice(len(bits), n, replace=False)] ^= 1
+    return Hash.from_bits(h.signal, bits)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Settings, Hash, Hash]:
+    settings = Settings(data_dir=tmp_path)
+    with Store.open(settings.db_path) as store:
+        store.create_list("bank", "block")
+        store.create_list("strict", "block", options={"corroborate": False})
+        store.create_list("bare", "report")
+        data = BRIDGE.read_bytes()
+        enroll(store, "bank", [("b", data)])
+        enroll(store, "strict", [("b", data)])
+        (pdq,) = [e.hash for e in store.entries("bank") if e.hash.signal is SignalType.PDQ]
+        (phash,) = [e.hash for e in store.entries("bank") if e.hash.signal is SignalType.PHASH]
+        # the same hashes as bare, unrelated rows (no shared external id): no sibling
+        store.import_entries(
+            "bare", [ListEntry(hash=pdq), ListEntry(hash=phash)], source_name="t", file_sha256=""
+        )
+    return settings, pdq, phash
+
+
+def _matches(settings: Settings, query: MediaHashes, corroborate: bool = True) -> set[str]:
+    matcher = Matcher.open(settings)
+    try:
+        result = matcher.match(query, corroborate=corroborate)
+    finally:
+        matcher.close()
+    return {f"{m.list_name}:{m.signal.value}:{m.variant}:{m.distance}" for m in result.matches}
+
+
+def _query(
+    pdq: Hash, phash: Hash, pdq_bits: int, phash_bits: int, quality: int = 100
+) -> MediaHashes:
+    return MediaHashes(
+        pdq=flipped(pdq, pdq_bits, 1), pdq_quality=quality,
+        phash=flipped(phash, phash_bits, 2), path=HashPath.REFERENCE,
+    )  # fmt: skip
+
+
+def test_pdq_beyond_threshold_matches_when_phash_backs_it(
+    setup: tuple[Settings, Hash, Hash],
+) -> None:
+    settings, pdq, phash = setup
+    got = _matches(settings, _query(pdq, phash, 40, 8))
+    assert got == {f"bank:pdq:{CORROBORATED}:40"}  # not `strict` (opted out), not `bare`
+
+
+@pytest.mark.parametrize(
+    ("pdq_bits", "phash_bits", "quality", "matched"),
+    [(48, 12, 100, True), (49, 12, 100, False), (48, 13, 100, False),
+     (40, 8, 20, True), (40, 8, 19, False), (40, 8, 45, True)],
+)  # fmt: skip
+def test_bounds(
+    setup: tuple[Settings, Hash, Hash], pdq_bits: int, phash_bits: int, quality: int, matched: bool
+) -> None:
+    settings, pdq, phash = setup
+    got = _matches(settings, _query(pdq, phash, pdq_bits, phash_bits, quality))
+    assert bool(got) is matched, got
+
+
+def test_precomputed_lookups_do_not_corroborate_unless_configured(
+    setup: tuple[Settings, Hash, Hash],
+) -> None:
+    settings, pdq, phash = setup
+    query = _query(pdq, phash, 40, 8)
+    assert _matches(settings, query, corroborate=False) == set()
+    assert _matches(settings.with_(corroborate_lookups=True), query, corroborate=False)
+    assert _matches(settings.with_(corroborate=False), query, corroborate=True) == set()
+
+
+def test_within_threshold_hits_are_not_labelled_corroborated(
+    setup: tuple[Settings, Hash, Hash],
+) -> None:
+    settings, pdq, phash = setup
+    got = _matches(settings, _query(pdq, phash, 20, 8))
+    assert "bank:pdq:None:20" in got and "strict:pdq:None:20" in got
+    assert not any(CORROBORATED in g for g in got)
