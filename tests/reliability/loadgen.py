@@ -17,9 +17,10 @@ Modes:
   none free is recorded as status -1 rather than queued in the generator.
 
 Connections are opened before the clock starts (`warm_conns`, and each ramp level's
-count), and one idle for 2 s is dropped rather than reused. Every run is bounded: a
-fixed number of requests (rate x duration) or a fixed time, and each request has a
-timeout (status 0 on timeout or a transport error). Only 127.0.0.1.
+count), one idle for 2 s is dropped rather than reused, and each is closed after 50
+requests so that the kernel spreads connections, hence load, over the workers. Every
+run is bounded: a fixed number of requests (rate x duration) or a fixed time, and each
+request has a timeout (status 0 on timeout or a transport error). Only 127.0.0.1.
 OUT gets one row per request: [scheduled offset s, kind index, status, latency ms,
 concurrency level or 0].
 """
@@ -42,6 +43,10 @@ Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 # uvicorn closes a keep-alive connection idle for 5 s; one idle for longer than this is
 # dropped rather than reused, or a request could be written just as the server closes it
 STALE_S = 2.0
+# a connection is closed after this many requests: the kernel hands each new connection
+# to one worker, and a few long-lived keep-alive connections could leave one worker with
+# most of the load (independent clients spread over the workers; so does rotation)
+ROTATE_AFTER = 50
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Pool:
     port: int
     max_conns: int
     idle: list[tuple[float, Conn]] = field(default_factory=list)  # (idle since, conn)
+    uses: dict[int, int] = field(default_factory=dict)  # id(conn) -> requests sent on it
     open: int = 0
     peak: int = 0
     errors: Counter[str] = field(default_factory=Counter)
@@ -74,11 +80,17 @@ class Pool:
             raise
 
     def release(self, conn: Conn) -> None:
+        used = self.uses.get(id(conn), 0) + 1
+        if used >= ROTATE_AFTER:
+            self.discard(conn)
+            return
+        self.uses[id(conn)] = used
         self.idle.append((time.monotonic(), conn))
 
     def discard(self, conn: Conn | None) -> None:
         if conn is not None:
             self.open -= 1
+            self.uses.pop(id(conn), None)
             conn[1].close()
 
     async def warm(self, n: int) -> None:
@@ -86,7 +98,7 @@ class Pool:
         not a storm of TCP handshakes at its first second."""
         conns = [c for c in await asyncio.gather(*(self.acquire() for _ in range(n))) if c]
         for conn in conns:
-            self.release(conn)
+            self.idle.append((time.monotonic(), conn))
 
     def close(self) -> None:
         for _, (_, writer) in self.idle:

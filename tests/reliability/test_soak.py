@@ -63,7 +63,7 @@ from tests.reliability.conftest import LONG, scaled
 
 SOAK_S = scaled(30, 600)
 WINDOW_S = scaled(5, 60)  # p99 per window: 6 windows short, 10 long
-RAMP_LEVELS = (16, 48)  # closed-loop connections (< the shed bound of 2 x 64)
+RAMP_LEVELS = (16, 48)  # closed-loop connections (< the shed bound of 2 x 64); both saturate
 RAMP_LEVEL_S = scaled(2.5, 8)
 LOAD_FRACTION = 0.8
 BURST_FACTOR = 3
@@ -344,7 +344,7 @@ def _slope_per_min(points: Sequence[tuple[float, float]]) -> float:
 
 
 def test_capacity_ramp(soak: Soak) -> None:
-    """Closed loop at 16 and 48 connections: capacity = the best level's 2xx/s. Even at
+    """Closed loop at 16 and 48 connections: capacity = the lower level's 2xx/s. Even at
     its limit the server answers every request 2xx (48 < the shed bound of 2 x 64)."""
     with sampled(soak.server, RAMP_LEVEL_S * len(RAMP_LEVELS) + 60) as sampler:
         run = _generate(
@@ -365,7 +365,10 @@ def test_capacity_ramp(soak: Soak) -> None:
             "p50_ms": round(_pct([r[3] for r in rows], 0.5), 1),
             "p99_ms": round(_pct([r[3] for r in rows], 0.99), 1),
         }
-    soak.capacity = max(v["rps"] for v in per_level.values())
+    # both levels are past the knee (closed loop, 16+ connections), so each measures the
+    # saturated rate; they differ by noise (a few seconds each on a shared box), and the
+    # higher is the luckier: capacity is the lower, so 80% of it is 80% of what holds
+    soak.capacity = min(v["rps"] for v in per_level.values())
     soak.ramp_sampler = sampler
     soak.report["ramp"] = {
         "levels": per_level,
