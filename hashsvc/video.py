@@ -254,6 +254,8 @@ def _info(container: Any, demuxer: str) -> VideoInfo:
         raise MediaRejected(f"no video stream in the {demuxer} container")
     stream = streams[0]
     ctx = stream.codec_context
+    if ctx is None:  # a stream FFmpeg has no decoder for (seen on mangled headers)
+        raise MediaRejected(f"the video stream in the {demuxer} container has no known codec")
     codec = ctx.name
     if codec not in ALLOWED_CODECS:
         raise MediaRejected(f"unsupported video codec {codec!r}")
