@@ -61,7 +61,8 @@ bench-data:
 # Reliability (issue 8, RELIABILITY.md): the long variants of tests that `make test`
 # runs short. HASHSVC_LONG=1 switches each test in tests/reliability/ to its full length.
 fuzz: $(STAMP)
-	HASHSVC_LONG=1 $(PY) -m pytest -q -p no:cacheprovider tests/reliability/test_fuzz.py
+	HASHSVC_LONG=1 $(PY) -m pytest -q -p no:cacheprovider tests/reliability/test_fuzz.py \
+		tests/reliability/test_fuzz_video.py
 	HASHSVC_LONG=1 $(PY) tests/reliability/fuzz_media.py
 
 soak: $(STAMP)
