@@ -203,26 +203,10 @@ def test_cost_at_the_real_cap_is_bounded(capsys: pytest.CaptureFixture[str]) -> 
 # --- the API on a real server -------------------------------------------------------------
 
 schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from tests.api.conftest import Env, build_env  # noqa: E402
 from tests.api.live import LiveServer, live_server  # noqa: E402
-
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-]
+from tests.api.test_schema import CHECKS  # noqa: E402  (the same checks as the TestClient run)
 
 
 @pytest.fixture(scope="module")
