@@ -140,7 +140,14 @@ def describe() -> str:
     groups: dict[str, int] = {}
     for p in source_paths():
         s = str(p)
-        key = ("shared/testdata" if "testdata" in s else "scikit-image" if "skimage" in s
-               else "/usr/share/backgrounds" if "backgrounds" in s else "/usr/share/wallpapers")
+        key = (
+            "shared/testdata"
+            if "testdata" in s
+            else "scikit-image"
+            if "skimage" in s
+            else "/usr/share/backgrounds"
+            if "backgrounds" in s
+            else "/usr/share/wallpapers"
+        )
         groups[key] = groups.get(key, 0) + 1
     return ", ".join(f"{k}: {v}" for k, v in groups.items())

@@ -68,7 +68,9 @@ PIPELINES: dict[str, Callable[[bytes], tuple[Hash, Hash]]] = {
 }
 
 
-def measure(images: list[bytes], repeat: int) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+def measure(
+    images: list[bytes], repeat: int
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
     times: dict[str, list[float]] = {k: [] for k in PIPELINES}
     drift: dict[str, dict[str, list[int]]] = {k: {"pdq": [], "phash": []} for k in PIPELINES}
     for fn in PIPELINES.values():  # warm up: numba cache load, imports
@@ -93,7 +95,8 @@ def measure(images: list[bytes], repeat: int) -> tuple[dict[str, np.ndarray], di
 def table(title: str, times: dict[str, np.ndarray], drift: dict[str, dict[str, np.ndarray]]) -> str:
     base = float(np.median(next(iter(times.values()))))
     rows = [f"### {title}", "",
-            "| pipeline | median ms | p99 ms | speed-up vs naive (median) | PDQ drift median / p95 / p99 / max | pHash drift median / max |",
+            "| pipeline | median ms | p99 ms | speed-up vs naive (median) "
+            "| PDQ drift median / p95 / p99 / max | pHash drift median / max |",
             "|---|---|---|---|---|---|"]  # fmt: skip
     for name, t in times.items():
         d = drift[name]["pdq"]
@@ -115,7 +118,9 @@ def main() -> None:
     args = ap.parse_args()
 
     small = [corpus.jpeg(t) for t in corpus.tiles((1024, 768), limit=args.n_small)]
-    large = [corpus.jpeg(t) for _, t in zip(range(args.n_large), corpus.large_photos(), strict=False)]
+    large = [
+        corpus.jpeg(t) for _, t in zip(range(args.n_large), corpus.large_photos(), strict=False)
+    ]
     # PDQ of a flat image (quality < 50) is rounding noise, in every implementation, and
     # is not used for matching: drift is measured on photos PDQ can describe
     flat_small = [d for d in small if naive_quality(d) < 50]

@@ -37,7 +37,7 @@ import corpus  # noqa: E402
 
 from hashsvc.config import Settings  # noqa: E402
 from hashsvc.enrollment import enroll  # noqa: E402
-from hashsvc.hashing import HashPath, hash_media  # noqa: E402
+from hashsvc.hashing import hash_media  # noqa: E402
 from hashsvc.matcher import Matcher  # noqa: E402
 from hashsvc.signals import SignalType  # noqa: E402
 from hashsvc.store import Store  # noqa: E402
@@ -197,8 +197,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--tile", default="384x288", help="tile size WxH")
-    ap.add_argument("--max-side", type=int, default=3072,
-                    help="shrink sources to this before tiling (bigger: more tiles)")
+    ap.add_argument(
+        "--max-side",
+        type=int,
+        default=3072,
+        help="shrink sources to this before tiling (bigger: more tiles)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-robustness.md"))
     ap.add_argument("--plot", type=Path, default=Path(__file__).with_name("robustness.png"))
     args = ap.parse_args()
@@ -290,7 +294,7 @@ def main() -> None:
     pairs_edit = pairs_orig * len(TRANSFORMS)
 
     group_recall: dict[str, list[float]] = {}
-    for name, group, _, _, s in rows:
+    for _name, group, _, _, s in rows:
         group_recall.setdefault(group, []).append(s)
     lines = [
         "## Robustness: recall on edited copies and false matches",
@@ -299,7 +303,8 @@ def main() -> None:
         f"--max-side {args.max_side}` "
         f"({time.time() - t_start:.0f} s). Images: {n} distinct {args.tile} tiles of benign photos "
         f"({corpus.describe()}), enrolled as JPEG q95. Service = defaults (fast decode, "
-        "dihedral, PDQ of trimmed content, 5 centred crop variants per enrolled image, PDQ 31 / pHash default, "
+        "dihedral, PDQ of trimmed content, 5 centred crop variants per enrolled image, "
+        "PDQ 31 / pHash default, "
         "PDQ quality gate 50). Plain PDQ/pHash = reference hashes at the same thresholds "
         f"(PDQ {PDQ_T}, pHash {PHASH_T}).",
         "",
@@ -315,14 +320,17 @@ def main() -> None:
     for group, values in group_recall.items():
         target = TARGETS.get(group)
         mark = "" if target is None else (" (met)" if min(values) * 100 >= target else " (MISSED)")
-        lines.append(f"| {group} | {min(values):.1%}{mark} | {f'>= {target}%' if target else 'none'} |")
+        lines.append(
+            f"| {group} | {min(values):.1%}{mark} | {f'>= {target}%' if target else 'none'} |"
+        )
     lines += [
         "",
         "False matches (a hit on another image's entry):",
         "",
         "| pairs | plain PDQ | plain pHash | hashsvc |",
         "|---|---|---|---|",
-        f"| {pairs_orig:,} originals x other entries | {fp_plain_pdq} | {fp_plain_ph} | {fp_orig} |",
+        f"| {pairs_orig:,} originals x other entries | {fp_plain_pdq} | {fp_plain_ph} "
+        f"| {fp_orig} |",
         f"| {pairs_edit:,} edited copies x other entries | {fp_edit['pdq']} | {fp_edit['phash']} | "
         f"{fp_edit['service']} |",
         "",
@@ -330,17 +338,23 @@ def main() -> None:
         + (", ".join(f"{k} {v}" for k, v in sorted(false_by_kind.items())) or "none"),
         "",
         f"PDQ distance, edited copy to its original: median {np.median(match_d):.0f}; unrelated "
-        f"originals: min {d_unrel_pdq.min()}, 0.01th percentile {np.percentile(d_unrel_pdq, 0.01):.0f}, "
+        f"originals: min {d_unrel_pdq.min()}, "
+        f"0.01th percentile {np.percentile(d_unrel_pdq, 0.01):.0f}, "
         f"median {np.median(d_unrel_pdq):.0f}. pHash unrelated: min {d_unrel_ph.min()}, "
-        f"0.01th percentile {np.percentile(d_unrel_ph, 0.01):.0f}, median {np.median(d_unrel_ph):.0f}.",
+        f"0.01th percentile {np.percentile(d_unrel_ph, 0.01):.0f}, "
+        f"median {np.median(d_unrel_ph):.0f}.",
         "",
         "",
         "Plain pHash by threshold, over all edited copies (how the default was chosen):",
         "",
-        "| pHash threshold | mean recall | false matches, edited copies | false matches, originals |",
+        "| pHash threshold | mean recall | false matches, edited copies "
+        "| false matches, originals |",
         "|---|---|---|---|",
-        *[f"| {t} | {sweep[t][0] / (n * len(TRANSFORMS)):.1%} | {sweep[t][1]} | "
-          f"{int((d_unrel_ph <= t).sum())} |" for t in PHASH_SWEEP],
+        *[
+            f"| {t} | {sweep[t][0] / (n * len(TRANSFORMS)):.1%} | {sweep[t][1]} | "
+            f"{int((d_unrel_ph <= t).sum())} |"
+            for t in PHASH_SWEEP
+        ],
         "",
         "![recall and distances](robustness.png)",
     ]

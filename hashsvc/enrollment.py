@@ -92,7 +92,9 @@ def enrolled_media(
         h = hashes.get(signal)
         if h is not None:
             out.append(
-                ListEntry(hash=h, external_id=item_id, category=category, source="enroll", note=note)
+                ListEntry(
+                    hash=h, external_id=item_id, category=category, source="enroll", note=note
+                )
             )
     variants: dict[Hash, list[tuple[Hash, str]]] = {}
     if crops and hashes.pdq is not None:

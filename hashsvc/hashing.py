@@ -174,9 +174,7 @@ def hash_media(
     """
     wanted = set(signals)
     fast = path is HashPath.FAST
-    decoded = media.decode(
-        data, max_pixels=max_pixels, mode="L" if fast else "RGB", fast=fast
-    )
+    decoded = media.decode(data, max_pixels=max_pixels, mode="L" if fast else "RGB", fast=fast)
     values: dict[str, Any] = {"path": path}
     if SignalType.MD5 in wanted:
         values["md5"] = md5(data)
@@ -214,7 +212,9 @@ def _trimmed(decoded: media.DecodedImage, wanted: set[SignalType]) -> dict[str, 
     return {"trimmed": tuple(out), "trim_box": box} if out else {}
 
 
-def crop_variants(data: bytes, *, max_pixels: int = media.DEFAULT_MAX_PIXELS) -> list[tuple[Hash, str]]:
+def crop_variants(
+    data: bytes, *, max_pixels: int = media.DEFAULT_MAX_PIXELS
+) -> list[tuple[Hash, str]]:
     """Reference-path PDQ of each enrollment crop (see `robust.CROPS`), with its name."""
     from hashsvc.robust import crop_boxes
 

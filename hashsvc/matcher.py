@@ -365,13 +365,13 @@ class Matcher:
         queries: list[tuple[Hash, str | None]] = []
         notes: list[str] = []
         use_pdq = hashes.pdq is not None
-        if use_pdq and hashes.pdq_quality is not None:
-            if hashes.pdq_quality < self.settings.pdq_min_quality:
-                use_pdq = False
-                notes.append(
-                    f"pdq quality {hashes.pdq_quality} is below "
-                    f"{self.settings.pdq_min_quality}: PDQ alone does not decide"
-                )
+        quality = hashes.pdq_quality
+        if use_pdq and quality is not None and quality < self.settings.pdq_min_quality:
+            use_pdq = False
+            notes.append(
+                f"pdq quality {quality} is below "
+                f"{self.settings.pdq_min_quality}: PDQ alone does not decide"
+            )
         if use_pdq and hashes.pdq is not None:
             variants = hashes.pdq_dihedral or (hashes.pdq,)
             for name, q in zip(DIHEDRAL_NAMES, variants, strict=False):

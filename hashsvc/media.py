@@ -58,7 +58,7 @@ def allowed_formats() -> tuple[str, ...]:
     if features.check("avif"):
         fmts.append("AVIF")
     try:  # optional dependency: pillow-heif registers the HEIF opener
-        import pillow_heif  # type: ignore[import-not-found]
+        import pillow_heif
 
         pillow_heif.register_heif_opener()
         fmts.append("HEIF")
@@ -171,8 +171,7 @@ def decode(
             img.draft(mode, (-(-w // scale), -(-h // scale)))
             scale = max(1, round(w / img.size[0]))
         img.load()
-        img = _oriented(img)
-        out = _normalise(img, mode)
+        out = _normalise(_oriented(img), mode)
     except MediaRejected:
         raise
     except Exception as e:

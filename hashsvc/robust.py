@@ -71,8 +71,7 @@ def content_box(gray: np.ndarray) -> Box | None:
     step = max(1, max(h, w) // 256)
     small = gray[::step, ::step]
     top, bottom, left, right = (
-        _bar_run(lines) * step
-        for lines in (small, small[::-1], small.T, small.T[::-1])
+        _bar_run(lines) * step for lines in (small, small[::-1], small.T, small.T[::-1])
     )
     top, bottom = (t if t >= MIN_TRIM * h else 0 for t in (top, bottom))
     left, right = (t if t >= MIN_TRIM * w else 0 for t in (left, right))
@@ -87,7 +86,7 @@ def content_box(gray: np.ndarray) -> Box | None:
 def crop_boxes(width: int, height: int) -> list[tuple[str, Box]]:
     """The enrollment crops of a width x height image, in pixels."""
     out = []
-    for name, l, t, r, b in CROPS:
-        out.append((name, (round(l * width), round(t * height),
-                           round(r * width), round(b * height))))  # fmt: skip
+    for name, left, top, right, bottom in CROPS:
+        out.append((name, (round(left * width), round(top * height),
+                           round(right * width), round(bottom * height))))  # fmt: skip
     return out

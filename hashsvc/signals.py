@@ -97,9 +97,7 @@ class Hash:
             raise InvalidHash(f"{sig} hash must be a hex string, got {type(text).__name__}")
         t = text.strip()
         if len(t) != sig.hex_length:
-            raise InvalidHash(
-                f"{sig} hash must be {sig.hex_length} hex characters, got {len(t)}"
-            )
+            raise InvalidHash(f"{sig} hash must be {sig.hex_length} hex characters, got {len(t)}")
         if not _HEX_DIGITS.issuperset(t):
             bad = next(c for c in t if c not in _HEX_DIGITS)
             raise InvalidHash(f"{sig} hash contains a non-hex character {bad!r}")

@@ -792,8 +792,7 @@ class Store:
         """A `vpdq` entry's frames in file order (exports)."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT frame, quality, hash, ts FROM video_frames WHERE entry_id = ?"
-                " ORDER BY seq",
+                "SELECT frame, quality, hash, ts FROM video_frames WHERE entry_id = ? ORDER BY seq",
                 (entry_id,),
             ).fetchall()
         return [Frame(r[0], r[1], Hash(SignalType.PDQ, r[2]), r[3]) for r in rows]

@@ -40,9 +40,7 @@ def iter_files(
             yield WalkError(p, "no such file or directory")
 
 
-def _walk_dir(
-    root: Path, follow: bool, seen: set[tuple[int, int]]
-) -> Iterator[Path | WalkError]:
+def _walk_dir(root: Path, follow: bool, seen: set[tuple[int, int]]) -> Iterator[Path | WalkError]:
     try:
         st = root.stat()
     except OSError as e:

@@ -166,7 +166,9 @@ def test_data_dir_from_the_environment_and_a_second_process(tmp_path: Path) -> N
 
     assert cli("lists", "create", "l", "--action", "block").returncode == 0
     (tmp_path / "l.txt").write_text(BRIDGE_PDQ + "\n")
-    assert cli("lists", "import", "l", str(tmp_path / "l.txt"), "--signal-type", "pdq").returncode == 0
+    assert (
+        cli("lists", "import", "l", str(tmp_path / "l.txt"), "--signal-type", "pdq").returncode == 0
+    )
     proc = cli("match", str(BRIDGE))
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["verdict"] == "block"

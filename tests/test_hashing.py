@@ -65,8 +65,12 @@ def test_reference_path_equals_pdqhash_and_imagehash_on_a_full_decode() -> None:
 # distances 106-140 even across all dihedral variants), not one photo stored four ways,
 # so "within 10 bits of each other" cannot hold. What must hold: each is hashed as
 # displayed, i.e. after its EXIF orientation, which is the raw pixels' dihedral variant.
-EXIF_TRANSFORM = {1: None, 3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_270,
-                  8: Image.Transpose.ROTATE_90}
+EXIF_TRANSFORM = {
+    1: None,
+    3: Image.Transpose.ROTATE_180,
+    6: Image.Transpose.ROTATE_270,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def test_exif_orientation_is_honoured_before_hashing() -> None:
@@ -88,9 +92,7 @@ def test_exif_orientation_is_honoured_before_hashing() -> None:
 
 # LAB.tiff is a zero-byte file in Meta's test data (Pillow cannot write LAB TIFFs), so
 # it is rejected as empty rather than hashed.
-MODE_FILES = sorted(
-    p for p in (PDQ_DATA / "misc-images" / "modes").iterdir() if p.suffix != ".md"
-)
+MODE_FILES = sorted(p for p in (PDQ_DATA / "misc-images" / "modes").iterdir() if p.suffix != ".md")
 
 
 @pytest.mark.parametrize("path", MODE_FILES, ids=lambda p: p.name)
@@ -185,7 +187,9 @@ def test_phash_is_bit_identical_to_imagehash() -> None:
     """Oracle: imagehash.phash on the same pixels, over generated and real photos."""
     images = [smooth_image(seed, (97 + seed * 13, 61 + seed * 7)) for seed in range(40)]
     rng = np.random.default_rng(5)
-    images += [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(20)]
+    images += [
+        Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(20)
+    ]
     images += [Image.open(p).convert("RGB") for p in sorted(PDQ_DATA.rglob("*.jpg"))[:25]]
     for img in images:
         expected = Hash.from_hex(SignalType.PHASH, str(imagehash.phash(img)))

@@ -19,7 +19,9 @@ def _png_bomb(width: int, height: int) -> bytes:
     """A valid 1-bit PNG of width x height zeros: ~100 KB on disk, 900 MP decoded."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     row = b"\x00" * (1 + (width + 7) // 8)
     comp = zlib.compressobj(9)
@@ -27,7 +29,9 @@ def _png_bomb(width: int, height: int) -> bytes:
     parts.append(comp.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts))
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", b"".join(parts))
         + chunk(b"IEND", b"")
     )
 

@@ -60,10 +60,10 @@ def test_only_flat_borders_are_trimmed_from_real_photos() -> None:
 
 
 def test_crop_boxes_stay_inside_the_image() -> None:
-    for name, (l, t, r, b) in crop_boxes(1000, 600):
-        assert 0 <= l < r <= 1000 and 0 <= t < b <= 600, name
-        assert (r - l) >= 840 and (b - t) >= 500
-        assert abs((l + r) / 2 - 500) <= 1 and abs((t + b) / 2 - 300) <= 1  # centred
+    for name, (left, top, right, bottom) in crop_boxes(1000, 600):
+        assert 0 <= left < right <= 1000 and 0 <= top < bottom <= 600, name
+        assert (right - left) >= 840 and (bottom - top) >= 500
+        assert abs((left + right) / 2 - 500) <= 1 and abs((top + bottom) / 2 - 300) <= 1  # centred
 
 
 def _matcher(tmp_path: Path, options: dict[str, bool] | None = None) -> Matcher:

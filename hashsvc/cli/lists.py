@@ -10,8 +10,9 @@ import hashlib
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,17 +28,20 @@ from hashsvc.cli.common import (
 )
 from hashsvc.config import Settings
 
+if TYPE_CHECKING:
+    from hashsvc.store import Store
+
 app = typer.Typer(help="Manage trusted hash lists.", no_args_is_help=True)
 _SAFE_STEM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def _store(settings: Settings):  # type: ignore[no-untyped-def]
+def _store(settings: Settings) -> Store:
     from hashsvc.store import Store
 
     return Store.open(settings.db_path)
 
 
-def _sync_index(settings: Settings, store) -> None:  # type: ignore[no-untyped-def]
+def _sync_index(settings: Settings, store: Store) -> None:
     """Catch the saved index up with the store and save it."""
     from hashsvc.index_sync import IndexSet
 
@@ -48,7 +52,9 @@ def _sync_index(settings: Settings, store) -> None:  # type: ignore[no-untyped-d
 def create(
     name: str,
     action: Annotated[str, typer.Option(help="block or report")],
-    pdq_threshold: Annotated[int | None, typer.Option(help="Max PDQ distance (default 31).")] = None,
+    pdq_threshold: Annotated[
+        int | None, typer.Option(help="Max PDQ distance (default 31).")
+    ] = None,
     phash_threshold: Annotated[
         int | None, typer.Option(help="Max pHash distance (default 6).")
     ] = None,
@@ -192,7 +198,7 @@ def enroll(
     settings = settings_for(data_dir)
     walk_errors: list[str] = []
 
-    def items():  # type: ignore[no-untyped-def]
+    def items() -> Iterator[tuple[str, bytes]]:
         for item in iter_files(paths):
             if isinstance(item, WalkError):
                 walk_errors.append(f"{item.path}: {item.message}")

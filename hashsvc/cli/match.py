@@ -88,10 +88,14 @@ def match_cmd(
         if given:
             with errors_to_exit():
                 values = {k: Hash.from_hex(SignalType(k), v) for k, v in given.items()}
-                result = matcher.match(
-                    MediaHashes(**values, pdq_quality=pdq_quality if pdq else None),
-                    lists=only,
+                query = MediaHashes(
+                    md5=values.get("md5"),
+                    sha256=values.get("sha256"),
+                    pdq=values.get("pdq"),
+                    pdq_quality=pdq_quality if pdq else None,
+                    phash=values.get("phash"),
                 )
+                result = matcher.match(query, lists=only)
             emit({"hashes": given, **record(result)})
             raise typer.Exit(EXIT_MATCH if result.matched else EXIT_OK)
 

@@ -49,7 +49,10 @@ async def hash_media(
             )  # fmt: skip
 
         vh = await run_cpu_bound(request, work_video)
-        body_v = {"hashes": {**vh.to_json(), "decode_path": "reference"}, "request_id": request_id()}
+        body_v = {
+            "hashes": {**vh.to_json(), "decode_path": "reference"},
+            "request_id": request_id(),
+        }
         return JSONResponse(body_v)
 
     def work() -> hashing.MediaHashes:

@@ -29,9 +29,9 @@ from hashsvc.audit import AuditEvent
 from hashsvc.hashing import HashPath, MediaHashes
 from hashsvc.keys import ApiKey
 from hashsvc.matcher import Hashes, Matcher, MatchResult
-from hashsvc.video import VideoHashes
 from hashsvc.policy import Verdict
 from hashsvc.signals import Hash, SignalType
+from hashsvc.video import VideoHashes
 
 router = APIRouter(prefix="/v1", tags=["match"])
 
@@ -74,9 +74,7 @@ def _hash_and_match(
             if hashes.fast:  # a report keeps hashes any vPDQ implementation reproduces
                 hashes = matcher.hash_video(data)
         else:
-            hashes = reports.reference_hashes(
-                data, hashes, max_pixels=matcher.settings.max_pixels
-            )
+            hashes = reports.reference_hashes(data, hashes, max_pixels=matcher.settings.max_pixels)
     return result, hashes
 
 
