@@ -83,3 +83,18 @@ def test_console_script_runs_as_a_real_process(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     (record,) = _lines(proc.stdout)
     assert record["path"].endswith("small.jpg")
+
+
+def test_few_files_and_folders_give_identical_hashes(tmp_path: Path) -> None:
+    """A few named files are hashed with Meta's C++ PDQ (fast start), a folder with our
+    numba port (fast per image): the output must not depend on which ran."""
+    photos = sorted((PDQ_DATA / "bridge-mods").glob("*.jpg"))[:4]
+    for p in photos:
+        shutil.copy(p, tmp_path / p.name)
+    args = ["--dihedral", "--signals", "pdq,phash"]
+    one_by_one = runner.invoke(app, ["hash", *args, *map(str, sorted(tmp_path.iterdir()))])
+    as_folder = runner.invoke(app, ["hash", *args, str(tmp_path)])
+    assert one_by_one.exit_code == as_folder.exit_code == 0
+    key = lambda r: r["path"]  # noqa: E731
+    assert sorted(_lines(one_by_one.stdout), key=key) == sorted(_lines(as_folder.stdout), key=key)
+    assert len(_lines(as_folder.stdout)) == 4
