@@ -116,21 +116,27 @@ class Matcher:
     def close(self) -> None:
         self.store.close()
 
-    def hash_upload(self, data: bytes, *, path: HashPath | None = None) -> Hashes:
+    def hash_upload(
+        self, data: bytes, *, path: HashPath | None = None, engine: hashing.PdqEngine = "numba"
+    ) -> Hashes:
         """Hash media for matching: fast decode path + dihedral variants by default for
-        images; vPDQ frames for videos (recognised by content)."""
+        images; vPDQ frames for videos (recognised by content). engine="pdqhash" (a CLI
+        call on a few files: no numba kernels to load) hashes the reference decode with
+        Meta's C++ PDQ."""
         if video.is_video(data):
             return self.hash_video(
                 data, fast=self.settings.video_fast_decode, trim=self.settings.trim_borders
             )
         if path is None:
-            path = HashPath.FAST if self.settings.fast_decode else HashPath.REFERENCE
+            fast = self.settings.fast_decode and engine == "numba"
+            path = HashPath.FAST if fast else HashPath.REFERENCE
         return hashing.hash_media(
             data,
             path=path,
             dihedral=self.settings.dihedral,
             trim=self.settings.trim_borders,
             max_pixels=self.settings.max_pixels,
+            engine=engine,
         )
 
     def hash_video(self, data: bytes, *, fast: bool = False, trim: bool = False) -> VideoHashes:
@@ -144,8 +150,14 @@ class Matcher:
             trim=trim,
         )
 
-    def match_media(self, data: bytes, *, lists: Collection[str] | None = None) -> MatchResult:
-        return self.match(self.hash_upload(data), lists=lists, corroborate=True)
+    def match_media(
+        self,
+        data: bytes,
+        *,
+        lists: Collection[str] | None = None,
+        engine: hashing.PdqEngine = "numba",
+    ) -> MatchResult:
+        return self.match(self.hash_upload(data, engine=engine), lists=lists, corroborate=True)
 
     def match(
         self,

@@ -190,3 +190,32 @@ def test_a_fifo_in_a_folder_is_reported_not_read(data_dir: Path, tmp_path: Path)
     assert result.exit_code == 2
     lines = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
     assert "not a regular file" in lines["pipe"]["error"] and "pdq" in lines["a.jpg"]
+
+
+def test_matching_a_few_files_loads_no_compiled_kernels(data_dir: Path, tmp_path: Path) -> None:
+    """A moderator's one-off `hashsvc match photo.jpg` on a small list must not pay ~1 s
+    for numba (its import plus loading cached kernels): Meta's C++ PDQ hashes the few
+    named files and numpy searches the small index. A folder still takes the numba path,
+    and both give the same verdicts and matched entries."""
+    assert run(data_dir, "lists", "create", "bank", "--action", "block")[0] == 0
+    assert run(data_dir, "lists", "enroll", "bank", str(BRIDGE))[0] == 0
+    folder = tmp_path / "in"
+    folder.mkdir()
+    edited = folder / "edited.jpg"
+    Image.open(BRIDGE).convert("RGB").rotate(180).save(edited, quality=70)
+    probe = (
+        "import sys\n"
+        "from hashsvc.cli import main\n"
+        f"sys.argv = ['hashsvc', 'match', {str(edited)!r}, '--data-dir', {str(data_dir)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('LOADED', sorted(m for m in ('numba', 'hashsvc.pdq_fast',"
+        " 'hashsvc.search.kernels') if m in sys.modules), code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert "LOADED [] 1" in proc.stdout, proc.stdout + proc.stderr
+    named = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    code, as_folder, _ = run(data_dir, "match", str(folder))
+    assert code == 1
+    key = [(m["list"], m["entry_id"]) for m in named[0]["matches"]]
+    assert key == [(m["list"], m["entry_id"]) for m in as_folder[0]["matches"]]
+    assert named[0]["verdict"] == as_folder[0]["verdict"] == "block"

@@ -52,6 +52,10 @@ Strategy = Literal["auto", "flat", "mih"]
 #: codes beats MIH (14 vs 17 us) and MIH wins from ~8,000 (22 vs 28 us); pHash r=10: MIH
 #: 0.064 vs scan 0.095 ms at 100k (tables cost more memory than codes there: keep a margin).
 MIH_MIN_ROWS = {256: 8192, 64: 65536}
+#: Queries (up to 64 at once) over at most this many rows, with no MIH tables, are
+#: answered with numpy (`np.bitwise_count`, ~0.1 ms per 8k PDQ rows): a CLI call on a
+#: small list then never loads the compiled kernels, which costs ~0.5 s per process.
+NUMPY_MAX_ROWS = 8192
 #: Default delta cap. Every query scans the delta: 32,768 PDQ codes (1 MB) cost ~0.1 ms
 #: here, a quarter of a 10M MIH query; a smaller cap would rebuild 10M-entry tables (~5 s)
 #: more often.
@@ -405,6 +409,8 @@ class BinaryIndex:
         q = self._check_query(query)
         radius = self._check_radius(radius)
         s = self._state
+        if s.main.n + s.delta.n <= NUMPY_MAX_ROWS and s.main.tables is None:
+            return _numpy_search(s, q, radius)
         use_mih = s.main.n > 0 and self._use_mih(s.main, radius)
         _, ids, dists = self._batch_chunk(s, q.reshape(1, self.words), radius, use_mih)
         return ids, dists
@@ -425,6 +431,12 @@ class BinaryIndex:
         nq = len(Q)
         if nq == 0:
             return np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
+        if s.main.n + s.delta.n <= NUMPY_MAX_ROWS and s.main.tables is None and nq <= 64:
+            found = [_numpy_search(s, q, radius) for q in Q]
+            lims = np.zeros(nq + 1, np.int64)
+            lims[1:] = np.cumsum([len(i) for i, _ in found])
+            return (lims, np.concatenate([i for i, _ in found]),
+                    np.concatenate([d for _, d in found]))  # fmt: skip
         use_mih = s.main.n > 0 and self._use_mih(s.main, radius)
         nchunks = 1 if threads == 1 else min(nq, threads * 4)
         bounds = np.linspace(0, nq, nchunks + 1).astype(np.int64)
@@ -558,3 +570,21 @@ class BinaryIndex:
         self.manifest = loaded.manifest
         self._state = _State(self._make_main(ids, codes), self._empty_delta(0))
         return self
+
+
+def _numpy_search(s: _State, q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact range search of `BinaryIndex.search` in plain numpy, for small segments."""
+    ids, dists = [], []
+    for codes, seg_ids, dead, n in (
+        (s.main.codes, s.main.ids, s.main.dead, s.main.n),
+        (s.delta.codes, s.delta.ids, s.delta.dead, s.delta.n),
+    ):
+        if n == 0:
+            continue
+        d = np.bitwise_count(codes[:n] ^ q).sum(axis=1, dtype=np.int32)
+        hit = (d <= radius) & ~dead[:n]
+        ids.append(seg_ids[:n][hit])
+        dists.append(d[hit])
+    if not ids:
+        return np.empty(0, np.int64), np.empty(0, np.int32)
+    return np.concatenate(ids).astype(np.int64), np.concatenate(dists).astype(np.int32)
