@@ -801,11 +801,14 @@ class Store:
         """For each given entry, the live PDQ entries of the same list with the same
         (non-empty) external id: the PDQ of the same media item, as (id, hash bytes)."""
         with self._read() as conn:
+            # CROSS JOIN fixes the order (the given ids first, then the external-id
+            # index): left to itself the planner scanned every PDQ entry, 2.5 s at 1M;
+            # `e.external_id <> ''` lets it use the partial index
             rows = conn.execute(
-                "SELECT p.id, e.id, e.hash FROM entries p"
-                " JOIN entries e ON e.list_id = p.list_id AND e.external_id = p.external_id"
-                f" WHERE p.id IN (SELECT value FROM json_each(:ids)) AND p.external_id <> ''"
-                f" AND e.signal_type = 'pdq' AND e.id <> p.id AND {_LIVE}",
+                "SELECT p.id, e.id, e.hash FROM entries p CROSS JOIN entries e"
+                " ON e.list_id = p.list_id AND e.external_id = p.external_id"
+                " WHERE p.id IN (SELECT value FROM json_each(:ids)) AND p.external_id <> ''"
+                f" AND e.external_id <> '' AND e.signal_type = 'pdq' AND e.id <> p.id AND {_LIVE}",
                 {"ids": _ids_json(entry_ids), "now": self._clock()},
             ).fetchall()
         out: dict[int, list[tuple[int, bytes]]] = {}
