@@ -66,7 +66,8 @@ _ERROR_TEXT = {
     415: "Unsupported Content-Type.",
     422: "Invalid request: malformed hash, undecodable media (with the reason), bad field.",
     429: "Per-key rate limit exceeded; see Retry-After.",
-    503: "The index is still loading, or the store is busy; see Retry-After.",
+    503: "Overloaded (too many requests in flight), the index is still loading, or the "
+    "store is busy; see Retry-After.",
 }
 
 

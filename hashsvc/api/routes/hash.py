@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1", tags=["match"])
     "MD5, SHA-256 and the vPDQ frames of a video (every frame decoded, one PDQ per second); "
     "hashed in memory. Nothing is matched, stored or audited.",
     openapi_extra={"requestBody": schemas.MEDIA_BODY},
-    responses=schemas.error_responses(401, 403, 413, 415, 422, 429),
+    responses=schemas.error_responses(401, 403, 413, 415, 422, 429, 503),
 )
 async def hash_media(
     request: Request,
