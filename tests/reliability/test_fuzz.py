@@ -158,7 +158,8 @@ def test_mutated_media_is_hashed_or_rejected_within_bounds(
 
 def test_bombs_are_rejected_from_the_header(capsys: pytest.CaptureFixture[str]) -> None:
     """Small files declaring a canvas beyond Settings.max_pixels are refused before any
-    pixel is decoded; streams that inflate to 256 MB cost nothing beyond the image."""
+    pixel is decoded; streams that inflate to 256 MB cost no memory and stay within the
+    per-input time bound (zlib still inflates a 256 MB IDAT: 0.3-0.6 s of CPU here)."""
     cap = Settings().max_pixels
     stats = Stats()
     _warm()
@@ -172,7 +173,7 @@ def test_bombs_are_rejected_from_the_header(capsys: pytest.CaptureFixture[str]) 
             assert outcome.result == "rejected", name
             if not name.startswith(("over-cap-webp-vp8x", "over-cap-avif")):
                 assert "too many pixels" in outcome.reason, (name, outcome.reason)
-        assert outcome.cpu_s < 0.5 and outcome.wall_s < 5, (name, outcome)
+        assert outcome.cpu_s < ms.TIME_BOUND_S and outcome.wall_s < 5, (name, outcome)
         assert outcome.peak_mb < 32, (name, outcome)
     _report(capsys, stats.line("bombs"))
 
