@@ -462,7 +462,11 @@ def test_soak_at_80_percent_of_capacity(soak: Soak) -> None:
     shed = statuses.get(503, 0)
     allowed = int(scaled(0.01, 0.0) * len(run.rows))
     assert shed <= allowed, f"shed {shed} of {len(run.rows)} at 80% of capacity: {statuses}"
-    assert p99_last <= 2 * p99_first + 50, f"p99 drifted: {p99_first} -> {p99_last} ms"
+    # p99 over one short window is a few hundred requests: in the 30 s variant it is
+    # reported (above), not judged (seen in CI on an idle box: 37 -> 164 ms while every
+    # other figure held); the 10-minute variant judges it over 60 s windows
+    if LONG:
+        assert p99_last <= 2 * p99_first + 50, f"p99 drifted: {p99_first} -> {p99_last} ms"
 
 
 def test_burst_over_capacity_is_shed_fast(soak: Soak) -> None:
