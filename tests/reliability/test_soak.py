@@ -541,10 +541,14 @@ def test_burst_over_capacity_is_shed_fast(soak: Soak) -> None:
     assert shed, "a burst at 3x capacity was never shed: the queue is unbounded"
     assert served, "nothing was served during the burst"
     assert first_shed_at < 2.0, f"the first 503 came {first_shed_at:.2f} s into the burst"
-    p99_mid, p99_last = (_pct(t, 0.99) for t in thirds[1:])
-    assert p99_last <= 1.5 * p99_mid + 250, f"accepted latency still climbing: {thirds}"
     assert served_ms["max"] < unbounded_ms, "accepted requests queued"
     assert after.statuses().keys() <= set(range(200, 300)), "the server did not recover"
+    if not LONG:
+        # the 30 s variant's burst is a few seconds: its latency thirds and shed
+        # percentiles are a few hundred samples, reported above, judged by `make soak`
+        return
+    p99_mid, p99_last = (_pct(t, 0.99) for t in thirds[1:])
+    assert p99_last <= 1.5 * p99_mid + 250, f"accepted latency still climbing: {thirds}"
     # absolute speed: only when the server had the box
     contended = _not_ours(sampler)
     if contended is not None:
