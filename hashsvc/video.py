@@ -32,7 +32,7 @@ import numpy as np
 
 from hashsvc import hashing
 from hashsvc.errors import MediaRejected
-from hashsvc.signals import Hash, SignalType
+from hashsvc.signals import Hash
 from hashsvc.vpdq import Frame, collapse_repeats, unique_hashes
 
 #: codec names (FFmpeg decoder names) we decode
@@ -76,12 +76,9 @@ class VideoHashes:
     info: VideoInfo | None = None
     decoded_frames: int = 0
     fast: bool = False
-    notes: tuple[str, ...] = field(default=())
     #: PDQ of each sampled frame's content inside letterbox/pillarbox bars, for frames
     #: that have them (matching only: `trim=True`)
     trimmed: tuple[Frame, ...] = field(default=())
-
-    kind = "video"
 
     def unique_frames(self, min_quality: int) -> list[Hash]:
         return unique_hashes(self.frames, min_quality)
@@ -177,7 +174,6 @@ def hash_video(
         frames, trimmed, decoded, reached, last_time = _hash_frames(
             container, info, seconds_per_hash, limits, fast, trim
         )
-    notes: list[str] = []
     if info.frames and reached < MIN_DECODED_SHARE * info.frames:
         raise MediaRejected(
             f"truncated or corrupt video: decoding stopped at frame {reached} of the "
@@ -206,7 +202,6 @@ def hash_video(
         info=info,
         decoded_frames=decoded,
         fast=fast,
-        notes=tuple(notes),
         trimmed=tuple(trimmed),
     )
 
@@ -316,7 +311,8 @@ def _hash_frames(
         # no deblocking, and H.264's non-bit-exact shortcuts: ~25% less decode time
         ctx.options = {"skip_loop_filter": "all", "flags2": "+fast"}
     step = max(1, round(seconds_per_hash * info.fps)) if seconds_per_hash > 0 else 1
-    time_base = stream.time_base
+    # float once: Fraction arithmetic on every decoded frame showed in the profile
+    time_base = float(stream.time_base) if stream.time_base is not None else None
     start_pts = stream.start_time or 0
     out: list[Frame] = []
     trimmed: list[Frame] = []
@@ -326,15 +322,14 @@ def _hash_frames(
     last_time: float | None = None
     try:
         for frame in container.decode(stream):
-            if fast and frame.pts is not None and time_base is not None:
-                # frames were skipped: number the frame by its time
-                number = round(float((frame.pts - start_pts) * time_base) * info.fps)
+            if frame.pts is not None and time_base is not None:
+                last_time = (frame.pts - start_pts) * time_base
+            if fast and last_time is not None and frame.pts is not None:
+                number = round(last_time * info.fps)  # frames were skipped: number by time
             else:
                 number = decoded
             decoded += 1
             reached = max(reached, number + 1)
-            if frame.pts is not None and time_base is not None:
-                last_time = float((frame.pts - start_pts) * time_base)
             if decoded > limits.max_frames:
                 raise MediaRejected(f"too many frames: more than {limits.max_frames}")
             seconds = number / info.fps
@@ -354,19 +349,15 @@ def _hash_frames(
             _check_pixels(frame.width, frame.height, limits)
             luma = _luma_plane(frame) if fast else None
             pixels = luma if luma is not None else frame.to_ndarray(format="rgb24")
-            bits, quality = _pdq(pixels, frame)
-            pdq = Hash.from_bits(SignalType.PDQ, bits)
-            out.append(Frame(sample, int(quality), pdq, sample / info.fps))
+            pdq, quality = _pdq(pixels, frame)
+            out.append(Frame(sample, quality, pdq, sample / info.fps))
             if trim:
                 gray = luma if luma is not None else frame.to_ndarray(format="gray")
                 box = content_box(gray)
                 if box is not None:
                     left, top, right, bottom = box
-                    bits, quality = _pdq(pixels[top:bottom, left:right], frame)
-                    trimmed.append(
-                        Frame(sample, int(quality), Hash.from_bits(SignalType.PDQ, bits),
-                              sample / info.fps)
-                    )  # fmt: skip
+                    pdq, quality = _pdq(pixels[top:bottom, left:right], frame)
+                    trimmed.append(Frame(sample, quality, pdq, sample / info.fps))
     except MediaRejected:
         raise
     except av.FFmpegError as e:
@@ -393,18 +384,15 @@ def _luma_plane(frame: Any) -> np.ndarray | None:
     return rows[: frame.height, : frame.width]
 
 
-def _pdq(pixels: np.ndarray, frame: Any) -> tuple[np.ndarray, int]:
-    """PDQ of RGB pixels (bit-exact with the reference), or of a Y plane (fast path).
-    PDQ's quality is a sum of luma gradients: a limited-range Y plane (16-235) has them
-    219/255 as steep, so its quality is scaled back to what the RGB frame would give."""
-    from hashsvc import pdq_fast
-
-    if pixels.ndim == 3:
-        return pdq_fast.pdq_from_rgb(np.ascontiguousarray(pixels))
-    bits, quality = pdq_fast.pdq_from_gray_u8(np.ascontiguousarray(pixels))
-    if not frame.format.name.startswith("yuvj") and frame.color_range != 2:  # 2 = JPEG/full
+def _pdq(pixels: np.ndarray, frame: Any) -> tuple[Hash, int]:
+    """`hashing.pdq` of RGB pixels (bit-exact with the reference), or of a Y plane (fast
+    path). PDQ's quality is a sum of luma gradients: a limited-range Y plane (16-235) has
+    them 219/255 as steep, so its quality is scaled back to what the RGB frame gives."""
+    pdq, quality = hashing.pdq(np.ascontiguousarray(pixels))
+    limited = not frame.format.name.startswith("yuvj") and frame.color_range != 2  # 2: full
+    if pixels.ndim == 2 and limited:
         quality = min(100, int(quality * 255 / 219))
-    return bits, quality
+    return pdq, quality
 
 
 def _reason(e: BaseException) -> str:
