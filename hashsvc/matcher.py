@@ -169,7 +169,21 @@ class Matcher:
         lists: Collection[str] | None = None,
         engine: hashing.PdqEngine = "numba",
     ) -> MatchResult:
-        result = self.match(self.hash_upload(data, engine=engine), lists=lists, corroborate=True)
+        hashes = self.hash_upload(data, engine=engine)
+        return self.match_upload(hashes, data, lists=lists, engine=engine)
+
+    def match_upload(
+        self,
+        hashes: Hashes,
+        data: bytes,
+        *,
+        lists: Collection[str] | None = None,
+        engine: hashing.PdqEngine = "numba",
+    ) -> MatchResult:
+        """What matching media (not precomputed hashes) adds: corroboration, and rotation
+        or flip matches confirmed on the media's own pixels. For adapters that hash
+        separately (the API times hashing on its own)."""
+        result = self.match(hashes, lists=lists, corroborate=True)
         return self.confirm_dihedral(result, data, engine=engine)
 
     def confirm_dihedral(
@@ -180,9 +194,10 @@ class Matcher:
         threshold (with the exact distance).
 
         Why: the 8 variants come from transforming PDQ's 64x64 buffer, 6-12 bits from the
-        hash of the transformed image; the benchmark's only false matches (2 in 9.3M
-        edited-copy pairs) were such variants. One extra PDQ per variant match, and only
-        when one happened (a block or report), so it costs nothing on `allow`.
+        hash of the transformed image, so a variant's distance is approximate. One extra
+        PDQ per variant match, only when one happened, so it costs nothing on `allow`.
+        (The benchmark's 2 `flipy` false matches survive it: those tiles really are near
+        mirror images of each other.)
         """
         suspects = [
             m for m in result.matches
@@ -253,11 +268,7 @@ class Matcher:
         radius = self._radii()[SignalType.PDQ]
         notes: list[str] = []
         exact: dict[int, list[Hit]] = {}
-        for h in (hashes.md5, hashes.sha256):
-            if h is None:
-                continue
-            for entry_id in self.store.exact_lookup(h.signal, h.value):
-                exact.setdefault(entry_id, []).append((h.signal, 0, None))
+        self._exact_hits((hashes.md5, hashes.sha256), exact)
         matches = self._within_thresholds(exact, lists)
         queries = hashes.unique_frames(self.settings.pdq_min_quality)
         if not queries:
@@ -286,16 +297,11 @@ class Matcher:
         if trimmed:
             # the content inside bars, scored by the same rule; the better score counts
             for m in self._video_matches(trimmed, radius, lists, variant=TRIMMED):
-                if not self._variant_allowed(TRIMMED, self._meta_of(m)):
-                    continue
                 best = videos.get(m.entry_id)
                 if best is None or (m.query_percent or 0) > (best.query_percent or 0):
                     videos[m.entry_id] = m
         matches += [videos[k] for k in sorted(videos)]
         return MatchResult(verdict(matches), tuple(matches), hashes, tuple(notes))
-
-    def _meta_of(self, match: Match) -> EntryMeta:
-        return self.store.entry_meta([match.entry_id])[match.entry_id]
 
     def _video_matches(
         self,
@@ -304,7 +310,8 @@ class Matcher:
         lists: Collection[str] | None,
         variant: str | None = None,
     ) -> list[Match]:
-        """Score each list video the upload's frames reach (vPDQ's rule, via the index)."""
+        """Score each list video the upload's frames reach (vPDQ's rule, via the index);
+        `variant` labels the matches and must be allowed by the entry's list."""
         found = self.indexes.search_batch(queries, radius, signal=SignalType.VPDQ)
         reached: dict[int, list[tuple[int, int, int]]] = {}  # entry -> (query, slot, dist)
         for qi, (ids, dists, slots) in enumerate(found):
@@ -319,6 +326,8 @@ class Matcher:
         for entry_id, triples in sorted(reached.items()):
             m = meta.get(entry_id)
             if m is None or not m.live or (lists is not None and m.list_name not in lists):
+                continue
+            if variant is not None and not self._variant_allowed(variant, m):
                 continue
             threshold = m.threshold(SignalType.VPDQ)
             within = [t for t in triples if t[2] <= threshold]
@@ -380,17 +389,20 @@ class Matcher:
                     if slot:  # the hit is one of the entry's enrollment crops
                         label = f"{variant}+{CROP}" if variant else CROP
                     hits.setdefault(entry_id, []).append((q.signal, int(d), label))
-            for signal in (SignalType.MD5, SignalType.SHA256):
-                h = item.get(signal)
-                if h is not None:
-                    for entry_id in self.store.exact_lookup(signal, h.value):
-                        hits.setdefault(entry_id, []).append((signal, 0, None))
+            self._exact_hits((item.md5, item.sha256), hits)
             if corroborate:
                 for entry_id, extra in self._corroborated(item, found).items():
                     hits.setdefault(entry_id, []).extend(extra)
             matches = self._within_thresholds(hits, lists)
             out.append(MatchResult(verdict(matches), tuple(matches), item, plan.notes))
         return out
+
+    def _exact_hits(self, hashes: Sequence[Hash | None], hits: dict[int, list[Hit]]) -> None:
+        """Add the entries whose MD5/SHA-256 equals one of `hashes` (None: not given)."""
+        for h in hashes:
+            if h is not None:
+                for entry_id in self.store.exact_lookup(h.signal, h.value):
+                    hits.setdefault(entry_id, []).append((h.signal, 0, None))
 
     def _corroborated(self, item: MediaHashes, found: dict[tuple[SignalType, bytes], Found]
                       ) -> dict[int, list[Hit]]:  # fmt: skip

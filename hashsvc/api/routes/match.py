@@ -68,8 +68,7 @@ def _hash_and_match(
     start = time.perf_counter()
     hashes = matcher.hash_upload(data)
     services.metrics.hash_seconds.observe(time.perf_counter() - start)
-    result = matcher.match(hashes, corroborate=True)  # media: Settings.corroborate
-    result = matcher.confirm_dihedral(result, data)
+    result = matcher.match_upload(hashes, data)
     if result.verdict is not Verdict.ALLOW:
         if isinstance(hashes, VideoHashes):
             if hashes.fast:  # a report keeps hashes any vPDQ implementation reproduces
