@@ -7,11 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from hashsvc.cli.common import EXIT_ERROR, EXIT_OK, emit, fail, settings_for
+from hashsvc.cli.common import EXIT_ERROR, EXIT_OK, emit, fail, pdq_engine_for, settings_for
 from hashsvc.errors import HashsvcError
-
-#: Up to this many files named on the command line are hashed with `pdqhash`
-FEW_FILES = 8
 
 
 def hash_cmd(
@@ -42,10 +39,7 @@ def hash_cmd(
         wanted = hashing.parse_signals(s for s in signals.split(",") if s.strip())
     except HashsvcError as e:
         fail(str(e))
-    # a few named files: Meta's C++ PDQ starts in 0.15 s where our numba kernels take ~1 s
-    # to load; same bits either way (the numba port is per image ~5x faster: folders)
-    few = len(paths) <= FEW_FILES and all(p.is_file() for p in paths)
-    engine: hashing.PdqEngine = "pdqhash" if few else "numba"
+    engine = pdq_engine_for(paths)
     failed = False
     for item in iter_files(paths):
         if isinstance(item, WalkError):
