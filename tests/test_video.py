@@ -376,3 +376,44 @@ def test_fast_path_drift_is_bounded(original: bytes, codec: str, container: str)
     dists = [a.pdq - b.pdq for a, b in zip(ref, fast, strict=True)]
     assert statistics.median(dists) <= 6 and max(dists) <= 16, dists
     assert all(abs(a.quality - b.quality) <= 10 for a, b in zip(ref, fast, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("codec", "container", "gop"),
+    [
+        ("libx264", "mp4", 15),  # keyframes between samples: most packets skipped
+        ("libx264", "mp4", 30),  # a keyframe on every sample
+        ("libx264", "mp4", 250),  # one group: nothing can be skipped
+        ("libx264", "mkv", 45),  # misaligned groups, Matroska timestamps
+        ("libvpx-vp9", "webm", 20),
+        ("mpeg4", "avi", 12),
+    ],
+)
+def test_fast_path_skips_only_groups_no_sample_needs(
+    monkeypatch: pytest.MonkeyPatch, codec: str, container: str, gop: int
+) -> None:
+    """The fast path holds back the packets of a group of pictures that no sample needs.
+    Oracle: the same fast path fed every packet (FFmpeg's own decode loop). The sampled
+    frames, their hashes and the trimmed frames must be identical."""
+    data = make_video((4, 5, 6, 7), seconds_per_still=1.5, size=(320, 240), bar=24,
+                      codec=codec, container=container, gop=gop)  # fmt: skip
+    skipped = video.hash_video(data, fast=True, trim=True, collapse=False)
+    with monkeypatch.context() as m:
+        m.setattr(video._SampleDecoder, "frames", lambda self: self.container.decode(self.stream))
+        every = video.hash_video(data, fast=True, trim=True, collapse=False)
+    assert len(every.frames) == 6 and len(every.trimmed) == 6
+    assert skipped.frames == every.frames
+    assert skipped.trimmed == every.trimmed
+    assert skipped.decoded_frames <= every.decoded_frames
+    if gop <= 15:
+        assert skipped.decoded_frames < every.decoded_frames / 2
+
+
+def test_fast_path_still_rejects_truncated_videos() -> None:
+    """Skipped packets are still demuxed: a stream cut short is rejected as on the
+    reference path, and so is a frame count over the cap."""
+    mkv = make_video(SEEDS, container="mkv", gop=10)
+    with pytest.raises(MediaRejected, match="truncated or corrupt video: decoding stopped"):
+        video.hash_video(mkv[: len(mkv) * 6 // 10], fast=True)
+    with pytest.raises(MediaRejected, match="too many frames: more than 100"):
+        video.hash_video(mkv, fast=True, limits=VideoLimits(max_frames=100))

@@ -66,8 +66,10 @@ def encode(
     codec: str = "libx264",
     crf: int = 23,
     preset: str = "veryfast",
+    gop: int | None = None,
 ) -> bytes:
-    """Encode RGB frames into a video file held in memory."""
+    """Encode RGB frames into a video file held in memory; `gop`: frames between
+    keyframes at most (the encoder's default otherwise)."""
     buf = io.BytesIO()
     h, w = rgb_frames[0].shape[:2]
     with _open_output(buf, container) as out:
@@ -81,6 +83,8 @@ def encode(
             stream.options = {"crf": str(crf), "b": "0", "deadline": "realtime", "cpu-used": "8"}
         else:
             stream.bit_rate = 2_000_000
+        if gop is not None:
+            stream.options = {**stream.options, "g": str(gop)}
         import av
 
         for arr in rgb_frames:
@@ -109,8 +113,9 @@ def make_video(
     container: str = "mp4",
     codec: str = "libx264",
     crf: int = 23,
+    gop: int | None = None,
 ) -> bytes:
     """A short generated video: one scene per seed."""
     stills = [blob_still(s) for s in seeds]
     rgb = frames(stills, seconds_per_still=seconds_per_still, fps=fps, size=size, bar=bar)
-    return encode(rgb, fps=fps, container=container, codec=codec, crf=crf)
+    return encode(rgb, fps=fps, container=container, codec=codec, crf=crf, gop=gop)
