@@ -68,8 +68,8 @@ def encode(
     preset: str = "veryfast",
     gop: int | None = None,
 ) -> bytes:
-    """Encode RGB frames into a video file held in memory; `gop`: frames between
-    keyframes at most (the encoder's default otherwise)."""
+    """Encode RGB frames into a video file held in memory; `gop`: a keyframe every `gop`
+    frames (x264: exactly, scene-cut keyframes off; otherwise the encoder's choice)."""
     buf = io.BytesIO()
     h, w = rgb_frames[0].shape[:2]
     with _open_output(buf, container) as out:
@@ -85,6 +85,8 @@ def encode(
             stream.bit_rate = 2_000_000
         if gop is not None:
             stream.options = {**stream.options, "g": str(gop)}
+            if codec == "libx264":
+                stream.options = {**stream.options, "x264-params": "scenecut=0"}
         import av
 
         for arr in rgb_frames:
