@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import SecurityScopes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashsvc.errors import (
@@ -119,7 +118,7 @@ async def _key_check_first(request: Request) -> JSONResponse | None:
     so a malformed body (not JSON, not UTF-8) would be answered 400/422 before the key was
     checked: without a key a caller would learn how its body was parsed. When the key
     check has not run yet for this request (it annotates the key id), it runs here."""
-    from hashsvc.api.auth import bearer, require_key
+    from hashsvc.api.auth import KeyAuth, authenticate
 
     if "key_id" in request.scope.get("state", {}).get("log", {}):
         return None  # authenticated already: the error came after the key check
@@ -129,13 +128,13 @@ async def _key_check_first(request: Request) -> JSONResponse | None:
     needs_key, scopes, todo = False, set(), list(route.dependant.dependencies)
     while todo:
         dep = todo.pop()
-        needs_key |= dep.call is require_key
+        needs_key |= isinstance(dep.call, KeyAuth)
         scopes |= set(dep.own_oauth_scopes or [])
         todo.extend(dep.dependencies)
     if not needs_key:
         return None
     try:
-        await require_key(request, SecurityScopes(sorted(scopes)), await bearer(request))
+        await authenticate(request, sorted(scopes))
     except ApiError as e:
         return await _http_error(request, e)
     return None
