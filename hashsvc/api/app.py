@@ -1,7 +1,7 @@
 """The app factory. One app per worker process, each with its own Matcher and index.
 
-`create_app(settings)` wires the routers, the middleware (request context outermost,
-then the body cap), the exception mapping and the lifespan, which opens the worker's
+`create_app(settings)` wires the routers, the middleware (one layer: request context,
+overload shedding, body cap), the exception mapping and the lifespan, which opens the worker's
 services (see runtime.py) and closes them on shutdown. `app_from_env()` is the factory
 `hashsvc serve` hands to uvicorn, so each worker process builds its own app from the
 same `HASHSVC_*` settings.
@@ -25,7 +25,6 @@ from hashsvc import __version__
 from hashsvc.api import errors, schemas
 from hashsvc.api.context import RequestContextMiddleware, configure_logging
 from hashsvc.api.deps import AnyKey
-from hashsvc.api.limits import BodyLimitMiddleware, OverloadMiddleware
 from hashsvc.api.routes import hash as hash_routes
 from hashsvc.api.routes import health, lists, match, metrics, reports
 from hashsvc.api.runtime import MatcherFactory, Services, open_matcher
@@ -73,16 +72,16 @@ def create_app(settings: Settings, *, matcher_factory: MatcherFactory = open_mat
             return JSONResponse(app.openapi())
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    # added innermost first: the request context wraps the body cap, so a 413 raised
-    # before routing still gets a request id, a log line and a metric; the overload shed
-    # sits between them, so a shed request is logged and counted but its body never read
+    # one layer for request id, shedding, body cap, metrics and the access log: a 413
+    # raised before routing still gets a request id, a log line and a metric, and a shed
+    # request is logged and counted but its body never read
     app.add_middleware(
-        BodyLimitMiddleware,
+        RequestContextMiddleware,
+        metrics=services.metrics,
         max_bytes=settings.max_body_bytes,
         video_max_bytes=settings.video_max_body_bytes,
+        max_in_flight=settings.max_in_flight,
     )
-    app.add_middleware(OverloadMiddleware, max_in_flight=settings.max_in_flight)
-    app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
     return app
 
 

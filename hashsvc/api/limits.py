@@ -15,12 +15,17 @@ thread, at most `hash_concurrency` at once per worker, and skipped when the call
 up while it waited for a slot, so abandoned requests cannot pile up a backlog that
 delays everyone after them (measured: 20 s of stalls after a burst of 128 batches).
 
-Overload is shed per worker by `OverloadMiddleware`: at most `max_in_flight` requests
-are being served at once, and the next one gets 503 with ``Retry-After`` at once, before
-its body is read or its key checked. Without it nothing bounds the queue: uvicorn starts a
-task for every request it accepts, and uploads wait on the CPU limiter, so a burst above
-capacity turns into latency that grows for as long as the burst lasts (the rate limit is
-per key and does not help against many keys, or one key under its limit on a small box).
+Overload is shed per worker: at most `max_in_flight` requests are being served at once,
+and the next one gets 503 with ``Retry-After`` at once, before its body is read or its
+key checked. Without it nothing bounds the queue: uvicorn starts a task for every request
+it accepts, and uploads wait on the CPU limiter, so a burst above capacity turns into
+latency that grows for as long as the burst lasts (the rate limit is per key and does not
+help against many keys, or one key under its limit on a small box). The probes and
+`/metrics` are not counted and never shed: an orchestrator must still see the worker
+alive, and an operator must see the overload. 0 disables shedding.
+
+The cap and the shedding are enforced by `context.RequestContextMiddleware`, the one ASGI
+layer that does everything per-request.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import TypeVar
 
 import anyio
 from fastapi import HTTPException, Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Send
 
 from hashsvc.api.errors import error_body
 
@@ -68,97 +73,22 @@ class BodyTooLarge(HTTPException):
         self.limit = limit
 
 
-class BodyLimitMiddleware:
-    """Caps every body while it streams in: `max_bytes`, or `video_max_bytes` for a raw
-    `video/*` body (videos are larger; they are still held in memory only, and the
-    hashing concurrency bounds how many are at once)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int, video_max_bytes: int | None = None) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.video_max_bytes = video_max_bytes or max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.max_bytes
-        if _content_type(scope).startswith(b"video/"):
-            limit = self.video_max_bytes
-        declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            raise BodyTooLarge(limit)
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
-            return message
-
-        await self.app(scope, counted, send)
+#: what a shed request is told to wait, in seconds
+RETRY_AFTER = "1"
 
 
-class OverloadMiddleware:
-    """At most `max_in_flight` requests in this worker; beyond that, an immediate 503.
-
-    A count, not a timer: the event loop is single-threaded, so a plain integer is exact.
-    The probes and `/metrics` are not counted and never shed: an orchestrator must still
-    see the worker alive, and an operator must see the overload. 0 disables shedding."""
-
-    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
-    RETRY_AFTER = "1"
-
-    def __init__(self, app: ASGIApp, max_in_flight: int) -> None:
-        self.app = app
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.max_in_flight <= 0 or scope["path"] in self.EXEMPT:
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.max_in_flight:
-            await _shed(send)
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
-
-async def _shed(send: Send) -> None:
+async def shed(send: Send) -> None:
+    """The overload answer: 503 + Retry-After, the service's error shape."""
     data = json.dumps(
         error_body("overloaded", "the server is at capacity; retry after the given delay")
     ).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(data)).encode()),
-        (b"retry-after", OverloadMiddleware.RETRY_AFTER.encode()),
+        (b"retry-after", RETRY_AFTER.encode()),
     ]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": data})
-
-
-def _content_type(scope: Scope) -> bytes:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            return bytes(value).strip().lower()
-    return b""
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the server rejects a malformed one before we run
-    return None
 
 
 @dataclass

@@ -9,6 +9,8 @@ say how: index sizes take the largest live worker's value, index age the oldest.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -106,6 +108,31 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+
+        # labelled children by label values: `.labels()` validates and locks on every
+        # call; the label sets on the request path are few and fixed (methods the HTTP
+        # parser accepts x route templates x statuses; 3 verdicts x 2 sources)
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._verdicts: dict[tuple[str, str], Any] = {}
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request and its latency (labelled by route template)."""
+        counter = self._requests.get((method, route, status))
+        if counter is None:
+            counter = self.requests.labels(method, route, str(status))
+            self._requests[(method, route, status)] = counter
+        counter.inc()
+        histogram = self._latency.get((method, route))
+        if histogram is None:
+            histogram = self._latency[(method, route)] = self.latency.labels(method, route)
+        histogram.observe(seconds)
+
+    def count_verdict(self, verdict: str, source: str, n: int = 1) -> None:
+        counter = self._verdicts.get((verdict, source))
+        if counter is None:
+            counter = self._verdicts[(verdict, source)] = self.verdicts.labels(verdict, source)
+        counter.inc(n)
 
     def render(self) -> tuple[bytes, str]:
         if multiprocess_mode():

@@ -1,5 +1,6 @@
-"""Overload shedding (limits.OverloadMiddleware): beyond `max_in_flight` requests at once
-a worker answers 503 + Retry-After at once instead of queueing without bound.
+"""Overload shedding (limits.py; done by context.RequestContextMiddleware): beyond
+`max_in_flight` requests at once a worker answers 503 + Retry-After at once instead of
+queueing without bound.
 
 The middleware is tested on its own with requests held open by a gate, then wired into
 the real app with uploads held inside the hashing step, so the count covers the whole
@@ -18,7 +19,8 @@ import anyio
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from hashsvc.api.limits import OverloadMiddleware
+from hashsvc.api.context import RequestContextMiddleware
+from hashsvc.api.metrics import Metrics
 from hashsvc.config import Settings
 from hashsvc.errors import ConfigError
 from hashsvc.matcher import Matcher
@@ -45,7 +47,7 @@ def test_requests_beyond_the_bound_are_shed_at_once() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    mw = OverloadMiddleware(slow_app, max_in_flight=2)
+    mw = RequestContextMiddleware(slow_app, Metrics(), max_bytes=1024, max_in_flight=2)
 
     async def call(path: str) -> tuple[int, dict[bytes, bytes], bytes]:
         sent: list[Message] = []

@@ -18,7 +18,7 @@ quiet one). Promises checked:
 - latency: the p99 of the last window is not much worse than the first's;
 - privacy: TMPDIR never holds anything but the Prometheus sample files (no upload bytes);
 - overload: a burst at 3x capacity is answered 503 + Retry-After within milliseconds for
-  what does not fit (limits.OverloadMiddleware), what is accepted waits a bounded time
+  what does not fit (overload shedding, limits.py), what is accepted waits a bounded time
   (latency levels off instead of climbing through the burst), and the server serves
   normally right after.
 
