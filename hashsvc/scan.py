@@ -492,6 +492,37 @@ def check_chunk(tasks: Sequence[FileTask]) -> list[FileResult]:
     return [check_file(t, _WORKER["matcher"], _WORKER["lists"]) for t in tasks]
 
 
+def warm_kernels() -> None:
+    """Dispatch the numba kernels of a file check once, on a generated image and with
+    no Store (a SQLite handle must never cross a fork).
+
+    The pool's forkserver runs this (via `hashsvc._scan_preload`) so that every worker
+    forked from it starts with them loaded. Otherwise each worker paid 0.6-0.9 CPU-s on
+    its first image: numba's first dispatch imports its typing registries (scipy.linalg
+    among them) and then loads the cached kernels. Kernels a file needs that this did
+    not touch still load on first use, as before; so does everything after a failure.
+    """
+    try:
+        import numpy as np
+        from PIL import Image
+
+        from hashsvc import hashing, search
+
+        rng = np.random.default_rng(0)
+        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(small, "RGB").resize((320, 240), Image.Resampling.BICUBIC)
+        framed = Image.new("RGB", (320, 320))  # black bars: the trimmed-content path too
+        framed.paste(img, (0, 40))
+        buf = io.BytesIO()
+        framed.save(buf, "JPEG")
+        # the matching path of the default Settings (fast decode, 8 variants, trim)
+        hashing.hash_media(buf.getvalue(), path=hashing.HashPath.FAST, dihedral=True, trim=True)
+        hashing.pdq(np.asarray(img))  # RGB pixels: a rotation/flip match being confirmed
+        search.warmup()  # the search kernels of large lists
+    except Exception:  # a worker then loads them itself on first use, as it always did
+        pass
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """forkserver where available (fast worker start, no inherited threads or SQLite
     handles), else spawn. Never plain fork: the scan runs a walk thread."""
@@ -499,10 +530,12 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
         # imported once in the server, then inherited by every worker it forks: numba
-        # and the kernel modules take ~1.3 s to import, per process otherwise
+        # and the kernel modules take ~0.8 s to import, and loading the kernels another
+        # ~0.6-0.9 s (hashsvc._scan_preload), per process otherwise
         ctx.set_forkserver_preload(
-            ["hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast", "hashsvc.search.kernels"]
-        )
+            ["hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast", "hashsvc.search.kernels",
+             "hashsvc._scan_preload"]
+        )  # fmt: skip
         return ctx
     return multiprocessing.get_context("spawn")
 

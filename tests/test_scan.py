@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -562,6 +563,27 @@ def test_a_file_that_kills_its_worker_is_reported_and_the_scan_goes_on(
     assert sorted(results) == sorted(files)
     assert results["boom.jpg"].error_kind == "worker_crashed"
     assert all(results[f"ok{i}.jpg"].verdict == "allow" for i in range(6))
+
+
+def _pdq_kernels_loaded() -> bool:
+    """Runs in a pool worker, before it has checked any file."""
+    from hashsvc import pdq_fast
+
+    return bool(pdq_fast._downsample.overloads) and bool(pdq_fast._finish.overloads)
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="workers inherit loaded kernels only from a forkserver",
+)
+def test_workers_start_with_the_kernels_loaded(data_dir: Path) -> None:
+    """The forkserver loads the numba kernels once (hashsvc._scan_preload): a worker
+    must not pay that again on its first file."""
+    backend = scan.ProcessBackend(settings_for(data_dir), workers=1)
+    try:
+        assert backend._pool.submit(_pdq_kernels_loaded).result(timeout=60)
+    finally:
+        backend.close()
 
 
 def test_workers_that_cannot_open_the_store_stop_the_scan_at_once(tmp_path: Path) -> None:
