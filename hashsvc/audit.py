@@ -107,6 +107,23 @@ class AuditLog:
             return
         if event.at is None:
             event = replace(event, at=self.store.now())
+        self._buffer(event)
+
+    def allow(self, action: str, *, key_id: int | None, request_id: str, count: int) -> None:
+        """`record` of `count` allow verdicts of one request (the hot path: the event is
+        made with its time instead of copied to add it)."""
+        self._buffer(
+            AuditEvent(
+                action=action,
+                key_id=key_id,
+                request_id=request_id,
+                verdict="allow",
+                count=count,
+                at=self.store.now(),
+            )
+        )
+
+    def _buffer(self, event: AuditEvent) -> None:
         with self._lock:
             self._pending.append(event)
             full = len(self._pending) >= MAX_PENDING

@@ -10,9 +10,8 @@ the response is sent; `allow` verdicts go to the buffered audit log.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import anyio
 from fastapi import APIRouter, Body, Request
@@ -25,7 +24,6 @@ from hashsvc.api.deps import MatchCall
 from hashsvc.api.limits import run_cpu_bound
 from hashsvc.api.runtime import Services
 from hashsvc.api.uploads import read_upload
-from hashsvc.audit import AuditEvent
 from hashsvc.hashing import HashPath, MediaHashes
 from hashsvc.keys import ApiKey
 from hashsvc.matcher import Hashes, Matcher, MatchResult
@@ -51,11 +49,11 @@ async def match_media(request: Request, ctx: MatchCall) -> JSONResponse:
     data = await read_upload(request)
     result, hashes = await run_cpu_bound(request, _hash_and_match, matcher, services, data)
     del data  # the media is not needed past this point; nothing else holds it
-    report_ids = await _record(
-        request, services, key, "match", [(result, _hashes_json(hashes), "media")]
+    report_ids, _ = await _record(
+        request, services, key, "match", [result], "media", lambda _: _hashes_json(hashes)
     )
     body = {
-        **_result_json(result, key, report_ids[0]),
+        **_result_json(result, _Shown.of(key), report_ids[0]),
         "hashes": _hashes_json(hashes),
         "request_id": request_id(),
     }
@@ -93,28 +91,25 @@ async def match_hashes(
     query: schemas.HashMatchRequest = Body(),  # noqa: B008
 ) -> JSONResponse:
     key, services, matcher = ctx.key, ctx.services, ctx.matcher
+    shown = _Shown.of(key)
     if isinstance(query, schemas.HashQuery):
-        hashes = _media_hashes(query)
-        result = matcher.match(hashes)  # one index probe: cheaper than a thread hop
-        ids = await _record(
-            request, services, key, "match_hashes", [(result, _query_json(query), "hashes")]
+        result = matcher.match(_media_hashes(query))  # one index probe: cheaper than a thread hop
+        ids, _ = await _record(
+            request, services, key, "match_hashes", [result], "hashes", lambda _: _query_json(query)
         )
-        return JSONResponse({**_result_json(result, key, ids[0]), "request_id": request_id()})
+        return JSONResponse({**_result_json(result, shown, ids[0]), "request_id": request_id()})
 
-    items = [_media_hashes(q) for q in query.items]
+    queries = query.items
+    items = [_media_hashes(q) for q in queries]
     results = await run_cpu_bound(request, matcher.match_many, items)
-    ids = await _record(
-        request,
-        services,
-        key,
-        "match_hashes",
-        [(r, _query_json(q), "hashes") for r, q in zip(results, query.items, strict=True)],
-    )
-    counts = Counter(r.verdict.value for r in results)
+    ids, counts = await _record(
+        request, services, key, "match_hashes", results, "hashes",
+        lambda i: _query_json(queries[i]),
+    )  # fmt: skip
     return JSONResponse(
         {
-            "items": [_result_json(r, key, i) for r, i in zip(results, ids, strict=True)],
-            "counts": {v.value: counts.get(v.value, 0) for v in Verdict},
+            "items": [_result_json(r, shown, i) for r, i in zip(results, ids, strict=True)],
+            "counts": {v.value: counts.get(v, 0) for v in Verdict},
             "request_id": request_id(),
         }
     )
@@ -125,18 +120,25 @@ async def _record(
     services: Services,
     key: ApiKey,
     action: str,
-    items: Sequence[tuple[MatchResult, dict[str, Any], str]],
-) -> list[int | None]:
-    """Commit reports for block/report items (before the caller hears the verdict), audit
-    the allows (buffered), count verdicts, notify the webhook. Returns report ids."""
+    results: Sequence[MatchResult],
+    source: str,
+    kept: Callable[[int], dict[str, Any]],
+) -> tuple[list[int | None], dict[Verdict, int]]:
+    """Commit reports for block/report results (before the caller hears the verdict),
+    audit the allows (buffered), count verdicts, notify the webhook. `kept(i)`: the
+    hashes a report on result i keeps (asked only for block/report results). Returns the
+    report ids and the count of each verdict."""
     rid = request_id()
-    source = items[0][2] if items else "hashes"
-    matched = [i for i, (r, _, _) in enumerate(items) if r.verdict is not Verdict.ALLOW]
-    ids: list[int | None] = [None] * len(items)
-    if matched:
+    counts: dict[Verdict, int] = {}
+    for r in results:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    allows = counts.get(Verdict.ALLOW, 0)
+    ids: list[int | None] = [None] * len(results)
+    if allows < len(results):
+        matched = [i for i, r in enumerate(results) if r.verdict is not Verdict.ALLOW]
         records = services.records
         assert records is not None
-        new = [reports.NewReport(items[i][0], items[i][1], items[i][2]) for i in matched]
+        new = [reports.NewReport(results[i], kept(i), source) for i in matched]
         created = await anyio.to_thread.run_sync(
             lambda: reports.create_reports(
                 records, new, key_id=key.id, request_id=rid, action=action
@@ -147,7 +149,7 @@ async def _record(
         services.metrics.reports.inc(len(created))
         if services.webhook is not None:
             for i, report_id in zip(matched, created, strict=True):
-                r = items[i][0]
+                r = results[i]
                 services.webhook.notify(
                     {
                         "event": "report.created",
@@ -157,26 +159,34 @@ async def _record(
                         "lists": sorted({m.list_name for m in r.matches}),
                     }
                 )
-    allows = len(items) - len(matched)
     if allows and services.audit is not None:
-        services.audit.record(
-            AuditEvent(action=action, key_id=key.id, request_id=rid, verdict="allow", count=allows)
-        )
-    verdicts = Counter(r.verdict.value for r, _, _ in items)
-    for verdict, n in verdicts.items():
-        services.metrics.verdicts.labels(verdict, source).inc(n)
-    if len(items) == 1:
-        annotate(request, verdict=items[0][0].verdict.value, report_id=ids[0])
+        services.audit.allow(action, key_id=key.id, request_id=rid, count=allows)
+    for verdict, n in counts.items():
+        services.metrics.count_verdict(verdict.value, source, n)
+    if len(results) == 1:
+        annotate(request, verdict=results[0].verdict.value, report_id=ids[0])
     else:
-        annotate(request, items=len(items), verdicts=dict(verdicts))
-    return ids
+        annotate(request, items=len(results), verdicts={v.value: n for v, n in counts.items()})
+    return ids, counts
 
 
-def _result_json(result: MatchResult, key: ApiKey, report_id: int | None) -> dict[str, Any]:
-    review, admin = key.has("review"), key.has("admin")
+class _Shown(NamedTuple):
+    """What a key may see of a match (Match.to_json), decided once per request."""
+
+    distances: bool
+    metadata: bool
+
+    @classmethod
+    def of(cls, key: ApiKey) -> _Shown:
+        return cls(key.has("review"), key.has("admin"))
+
+
+def _result_json(result: MatchResult, shown: _Shown, report_id: int | None) -> dict[str, Any]:
     return {
         "verdict": result.verdict.value,
-        "matches": [m.to_json(distances=review, metadata=admin) for m in result.matches],
+        "matches": [
+            m.to_json(distances=shown.distances, metadata=shown.metadata) for m in result.matches
+        ],
         "report_id": report_id,
         "notes": list(result.notes),
     }
@@ -198,7 +208,9 @@ def _media_hashes(q: schemas.HashQuery) -> Hashes:
         )
 
     def h(signal: SignalType, text: str | None) -> Hash | None:
-        return None if text is None else Hash.from_hex(signal, text)
+        # the schema has checked the text (exact length, hex digits only); Hash checks
+        # the length of the bytes again
+        return None if text is None else Hash(signal, bytes.fromhex(text))
 
     return MediaHashes(
         pdq=h(SignalType.PDQ, q.pdq),
