@@ -68,6 +68,8 @@ def _found(
     keys: np.ndarray, dists: np.ndarray, slots: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index hits as (entry ids, distances, slots)."""
+    if not len(keys):  # most lookups: no arithmetic on empty arrays
+        return keys, dists, keys
     return entry_ids(keys, slots), dists, keys % slots
 
 
@@ -150,10 +152,10 @@ class IndexSet:
         index = self.indexes[signal]
         codes = np.stack([q.codes() for q in queries])
         lims, keys, dists = index.search_batch(codes, radius)
-        slots = slots_for(signal)
+        ids, slots = _found(keys, dists, slots_for(signal))[::2]
+        bounds = lims.tolist()
         return [
-            _found(keys[lims[j] : lims[j + 1]], dists[lims[j] : lims[j + 1]], slots)
-            for j in range(len(queries))
+            (ids[a:b], dists[a:b], slots[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
 
     def refresh(self) -> int:

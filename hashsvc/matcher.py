@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,8 +46,7 @@ Hit = tuple[SignalType, int, str | None]  # (signal, distance, variant label or 
 Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # entry ids, distances, slots
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(NamedTuple):
     queries: list[tuple[Hash, str | None]]
     notes: tuple[str, ...]
 
@@ -363,19 +362,26 @@ class Matcher:
     ) -> list[MatchResult]:
         if not items:
             return []
-        radii = dict(self._radii())
+        radii = self._radii()
         if corroborate:  # pHash hits up to the corroboration bound, for `_corroborated`
-            radii[SignalType.PHASH] = max(radii[SignalType.PHASH], self.settings.corroborate_phash)
+            wide = max(radii[SignalType.PHASH], self.settings.corroborate_phash)
+            radii = {**radii, SignalType.PHASH: wide}
         plans = [self._plan(h) for h in items]
+        # each signal's distinct queries, searched once (one query: a plain search)
+        distinct: dict[SignalType, dict[bytes, Hash]] = {}
+        for plan in plans:
+            for q, _ in plan.queries:
+                if q.signal in radii:
+                    distinct.setdefault(q.signal, {})[q.value] = q
         found: dict[tuple[SignalType, bytes], Found] = {}
-        for signal in (SignalType.PDQ, SignalType.PHASH):
-            distinct = list({q.value: q for p in plans for q, _ in p.queries
-                             if q.signal is signal}.values())  # fmt: skip
-            if len(distinct) == 1:
-                found[(signal, distinct[0].value)] = self.indexes.search(distinct[0], radii[signal])
-            elif distinct:
+        for signal, by_value in distinct.items():
+            if len(by_value) == 1:
+                ((value, q),) = by_value.items()
+                found[(signal, value)] = self.indexes.search(q, radii[signal])
+            else:
+                queries = list(by_value.values())
                 for q, result in zip(
-                    distinct, self.indexes.search_batch(distinct, radii[signal]), strict=True
+                    queries, self.indexes.search_batch(queries, radii[signal]), strict=True
                 ):
                     found[(signal, q.value)] = result
         out = []
@@ -383,18 +389,24 @@ class Matcher:
             hits: dict[int, list[Hit]] = {}  # entry id -> every hit that reached it
             for q, variant in plan.queries:
                 ids, dists, slots = found[(q.signal, q.value)]
+                if not len(ids):
+                    continue
                 for entry_id, d, slot in zip(ids.tolist(), dists.tolist(), slots.tolist(),
                                              strict=True):  # fmt: skip
                     label = variant
                     if slot:  # the hit is one of the entry's enrollment crops
                         label = f"{variant}+{CROP}" if variant else CROP
                     hits.setdefault(entry_id, []).append((q.signal, int(d), label))
-            self._exact_hits((item.md5, item.sha256), hits)
+            if item.md5 is not None or item.sha256 is not None:
+                self._exact_hits((item.md5, item.sha256), hits)
             if corroborate:
                 for entry_id, extra in self._corroborated(item, found).items():
                     hits.setdefault(entry_id, []).extend(extra)
-            matches = self._within_thresholds(hits, lists)
-            out.append(MatchResult(verdict(matches), tuple(matches), item, plan.notes))
+            if hits:
+                matches = self._within_thresholds(hits, lists)
+                out.append(MatchResult(verdict(matches), tuple(matches), item, plan.notes))
+            else:  # the common case: nothing near, no exact hit
+                out.append(MatchResult(Verdict.ALLOW, (), item, plan.notes))
         return out
 
     def _exact_hits(self, hashes: Sequence[Hash | None], hits: dict[int, list[Hit]]) -> None:
