@@ -24,7 +24,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hashsvc.errors import Conflict, InvalidValue, NotFound
 from hashsvc.store import LIST_NAME, Store
@@ -45,15 +45,19 @@ class ApiKey:
     scopes: frozenset[str]
     created_at: float
     revoked_at: float | None = None
+    #: the scopes granted, implied ones included (`has` runs several times a request)
+    _granted: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        granted = self.scopes.union(*(_IMPLIED.get(s, frozenset()) for s in self.scopes))
+        object.__setattr__(self, "_granted", granted)
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
 
     def has(self, scope: str) -> bool:
-        return scope in self.scopes or any(
-            scope in _IMPLIED.get(s, frozenset()) for s in self.scopes
-        )
+        return scope in self._granted
 
     def to_json(self) -> dict[str, object]:
         return {
