@@ -25,6 +25,7 @@ from hashsvc import __version__
 from hashsvc.api import errors, schemas
 from hashsvc.api.context import RequestContextMiddleware, configure_logging
 from hashsvc.api.deps import AnyKey
+from hashsvc.api.fastlane import HashLookupLane
 from hashsvc.api.routes import hash as hash_routes
 from hashsvc.api.routes import health, lists, match, metrics, reports
 from hashsvc.api.runtime import MatcherFactory, Services, open_matcher
@@ -36,9 +37,12 @@ abusive media. Every route but `/healthz` and `/readyz` needs an API key
 `{"error": code, "detail": text, "request_id": id}`."""
 
 
-def create_app(settings: Settings, *, matcher_factory: MatcherFactory = open_matcher) -> FastAPI:
+def create_app(
+    settings: Settings, *, matcher_factory: MatcherFactory = open_matcher, fast_lane: bool = True
+) -> FastAPI:
     """Build the app. `matcher_factory` opens the worker's Matcher in the background
-    (tests pass a slow or failing one to see readiness change)."""
+    (tests pass a slow or failing one to see readiness change); `fast_lane=False` serves
+    every request through FastAPI alone (tests compare the two)."""
     services = Services(settings, matcher_factory)
 
     @asynccontextmanager
@@ -72,6 +76,8 @@ def create_app(settings: Settings, *, matcher_factory: MatcherFactory = open_mat
             return JSONResponse(app.openapi())
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    if fast_lane:  # plain precomputed-hash lookups past FastAPI's machinery (fastlane.py)
+        app.add_middleware(HashLookupLane, fastapi_app=app)
     # one layer for request id, shedding, body cap, metrics and the access log: a 413
     # raised before routing still gets a request id, a log line and a metric, and a shed
     # request is logged and counted but its body never read
