@@ -207,17 +207,15 @@ def _media_hashes(q: schemas.HashQuery) -> Hashes:
             frames=tuple(frames),
         )
 
-    def h(signal: SignalType, text: str | None) -> Hash | None:
-        # the schema has checked the text (exact length, hex digits only); Hash checks
-        # the length of the bytes again
-        return None if text is None else Hash(signal, bytes.fromhex(text))
-
+    # the schema has checked each text (exact length, hex digits only); Hash checks the
+    # length of the bytes again
+    pdq, phash, md5, sha256 = q.pdq, q.phash, q.md5, q.sha256
     return MediaHashes(
-        pdq=h(SignalType.PDQ, q.pdq),
-        pdq_quality=q.pdq_quality if q.pdq is not None else None,
-        phash=h(SignalType.PHASH, q.phash),
-        md5=h(SignalType.MD5, q.md5),
-        sha256=h(SignalType.SHA256, q.sha256),
+        pdq=None if pdq is None else Hash(SignalType.PDQ, bytes.fromhex(pdq)),
+        pdq_quality=None if pdq is None else q.pdq_quality,
+        phash=None if phash is None else Hash(SignalType.PHASH, bytes.fromhex(phash)),
+        md5=None if md5 is None else Hash(SignalType.MD5, bytes.fromhex(md5)),
+        sha256=None if sha256 is None else Hash(SignalType.SHA256, bytes.fromhex(sha256)),
         path=HashPath.REFERENCE,
     )
 
