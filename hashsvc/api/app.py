@@ -12,6 +12,7 @@ Interactive docs (`/docs`, `/redoc`, a public `/openapi.json`) exist only when
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse
 
 from hashsvc import __version__
 from hashsvc.api import errors, schemas
-from hashsvc.api.context import RequestContextMiddleware, configure_logging
+from hashsvc.api.context import LOG_LEVEL_ENV, RequestContextMiddleware, configure_logging
 from hashsvc.api.deps import AnyKey
 from hashsvc.api.fastlane import HashLookupLane
 from hashsvc.api.routes import hash as hash_routes
@@ -92,9 +93,11 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """uvicorn factory (`hashsvc serve`): settings from HASHSVC_*, JSON logs."""
+    """uvicorn factory (`hashsvc serve`): settings from HASHSVC_*, JSON logs at the level
+    `serve --log-level` chose (it reaches the workers as HASHSVC_LOG_LEVEL; info when
+    unset)."""
     settings = Settings.from_env()
-    configure_logging()
+    configure_logging(os.environ.get(LOG_LEVEL_ENV) or "info")
     return create_app(settings)
 
 

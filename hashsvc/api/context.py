@@ -236,6 +236,10 @@ class JsonFormatter(logging.Formatter):
 _LOG_JSON = json.JSONEncoder(default=str)
 
 
+#: how `hashsvc serve --log-level` reaches the worker processes' app factory
+LOG_LEVEL_ENV = "HASHSVC_LOG_LEVEL"
+
+
 def log_config(level: str = "info") -> dict[str, Any]:
     """A logging dictConfig for uvicorn and our loggers: JSON lines on stderr."""
     lvl = level.upper()

@@ -39,7 +39,7 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
     """Run uvicorn for these settings until it stops (shared with `make run`)."""
     import uvicorn
 
-    from hashsvc.api.context import log_config
+    from hashsvc.api.context import LOG_LEVEL_ENV, log_config
     from hashsvc.index_sync import IndexSet
     from hashsvc.store import Store
 
@@ -56,6 +56,7 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
         "HASHSVC_HOST": settings.host,
         "HASHSVC_PORT": str(settings.port),
         "HASHSVC_WORKERS": str(settings.workers),
+        LOG_LEVEL_ENV: log_level,  # the app factory configures logging again
     }
     os.environ.update(env)
     metrics_dir = None

@@ -101,3 +101,22 @@ def test_logs_are_json_without_hashes_or_filenames(
     text = "\n".join(lines)
     for h in (hashes.pdq.hex, hashes.md5.hex, hashes.sha256.hex, hashes.phash.hex, "secret-name"):
         assert h not in text
+
+
+def test_the_worker_factory_logs_at_the_level_serve_was_given(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hashsvc serve --log-level warning` reaches the workers: their app factory used to
+    configure logging at info whatever the option said (one access line per request)."""
+    from hashsvc.api import app as app_module
+
+    levels: list[str] = []
+    monkeypatch.setattr(app_module, "configure_logging", levels.append)
+    monkeypatch.setenv("HASHSVC_DATA_DIR", str(env.data_dir))
+    for given, expected in (("warning", "warning"), (None, "info")):
+        if given is None:
+            monkeypatch.delenv(app_module.LOG_LEVEL_ENV, raising=False)
+        else:
+            monkeypatch.setenv(app_module.LOG_LEVEL_ENV, given)
+        app_module.app_from_env()
+        assert levels[-1] == expected
