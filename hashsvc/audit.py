@@ -69,13 +69,22 @@ def write_events(conn: sqlite3.Connection, events: Iterable[AuditEvent], now: fl
                 e.action,
                 e.verdict,
                 e.count,
-                json.dumps(sorted(int(i) for i in e.entry_ids)),
+                _ids_json(e.entry_ids),
                 e.report_id,
-                json.dumps(e.detail, sort_keys=True),
+                _detail_json(e.detail),
             )
             for e in events
         ],
     )
+
+
+def _ids_json(ids: Sequence[int]) -> str:
+    # most rows are allows with no entries: the text json.dumps gives, without encoding
+    return json.dumps(sorted(int(i) for i in ids)) if ids else "[]"
+
+
+def _detail_json(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True) if detail else "{}"
 
 
 def read(store: Store, *, after_id: int = 0, limit: int = 1000) -> list[AuditRow]:
