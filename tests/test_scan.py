@@ -565,6 +565,29 @@ def test_a_file_that_kills_its_worker_is_reported_and_the_scan_goes_on(
     assert all(results[f"ok{i}.jpg"].verdict == "allow" for i in range(6))
 
 
+def test_chunks_grow_for_small_files_only() -> None:
+    """Many small files share a round trip to a worker; large ones still go 4 at a time;
+    an idle walk (None) sends what is there; every item comes out once, in order."""
+
+    def task(i: int, size: int) -> scan.FileTask:
+        return scan.FileTask(f"f{i}", f"/f{i}", size, 0, False)
+
+    def sizes(items: list[scan.Item | None]) -> list[int]:
+        out = list(scan._batches(iter(items), 4, most=16, small=1 << 20))
+        assert [x for b in out for x in b] == [x for x in items if x is not None]
+        return [len(b) for b in out]
+
+    assert sizes([task(i, 50_000) for i in range(40)]) == [16, 16, 8]
+    assert sizes([task(i, 3_000_000) for i in range(10)]) == [4, 4, 2]
+    assert sizes([task(i, 300_000) for i in range(10)]) == [4, 4, 2]  # 4 reach 1 MiB
+    assert sizes([task(0, 10), task(1, 10), None, task(2, 10)]) == [2, 1]
+    skip = scan.FileResult.skip("s", scan.SkipReason.NOT_IMAGE)
+    assert sizes([skip] * 70) == [64, 6]
+    # without `most`, as the Dask backend calls it: n tasks, 4n items
+    assert [len(b) for b in scan._batches(iter([task(i, 10) for i in range(9)]), 8)] == [8, 1]
+    assert [len(b) for b in scan._batches(iter([skip] * 40), 8)] == [32, 8]
+
+
 def _pdq_kernels_loaded() -> bool:
     """Runs in a pool worker, before it has checked any file."""
     from hashsvc import pdq_fast
