@@ -51,6 +51,12 @@ INDEX = DATA / "scan-index"
 SIZE = (1024, 768)
 KNOWN = 25
 HASHSVC = str(Path(sys.executable).parent / "hashsvc")
+#: The environment of every `hashsvc scan` run here: this process's, taken before the
+#: warm cluster starts. A Dask nanny adds MALLOC_TRIM_THRESHOLD_=65536 and *_NUM_THREADS=1
+#: to the os.environ of the process that hosts it, for good; inherited, the malloc
+#: setting once halved the pool's files per CPU-second (see hashsvc.scan's
+#: `_keep_buffers_on_heap`). A user's scan does not start with it.
+SCAN_ENV = dict(os.environ)
 
 
 def _jpeg(img: Image.Image, **params: object) -> bytes:
@@ -225,7 +231,8 @@ def run_once(args: list[str]) -> Run:
         cmd = [HASHSVC, "scan", str(CORPUS), "--out", f"{tmp}/r.jsonl", *args,
                "--data-dir", str(INDEX)]  # fmt: skip
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=SCAN_ENV)  # fmt: skip
         meter = _CpuMeter(proc.pid)
         _, stderr = proc.communicate()
         wall = time.perf_counter() - t0
@@ -320,7 +327,7 @@ def _warm_cluster(files: list[Path]) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([HASHSVC, "scan", str(files[0].parent), "--out", f"{tmp}/w.jsonl",
                             "--scheduler", cluster.scheduler_address, "--quiet",
-                            "--data-dir", str(INDEX)], check=False)  # fmt: skip
+                            "--data-dir", str(INDEX)], check=False, env=SCAN_ENV)  # fmt: skip
         yield cluster.scheduler_address
 
 
