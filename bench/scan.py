@@ -442,8 +442,10 @@ def report(
         f"at most {2 * per_file_cpu_rate / hashing_cpu_rate:.2f}x the fast path's rate: the "
         "1.8x target is out of reach by construction, whatever the machine. The 1-worker "
         f"scan got {one:.0f} files per CPU-second, start-up included.",
-        "- CPU seconds on this VM grow with the host's load (the same 1-worker scan cost "
-        "18-41 CPU-s across runs), so the CPU columns are indicative only.",
+        "- CPU seconds per file rise ~10% when both cores are busy. (Earlier runs, whose "
+        "1-worker scan cost 18-41 CPU-s, had inherited a Dask nanny's "
+        "MALLOC_TRIM_THRESHOLD_ from the warm cluster: every image buffer a fresh mmap. "
+        "Each scan now runs with the environment from before that cluster started.)",
     ]
     return "\n".join(rows)
 
