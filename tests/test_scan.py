@@ -421,8 +421,10 @@ def test_interrupt_kill_and_resume_match_an_uninterrupted_scan(
 ) -> None:
     """Ctrl-C, then a resumed scan killed with SIGKILL mid-way, then a resume that
     finishes: the same lines as one uninterrupted scan, none twice, none re-hashed."""
-    root = _many(tmp_path / "t", 150)
-    total = 152
+    # enough files that the scan is still running when the signal lands: small files go
+    # 16 to a chunk and the kernels are preloaded, so 150 files took 0.8 s in all
+    root = _many(tmp_path / "t", 600)
+    total = 602
     out = tmp_path / "results.jsonl"
 
     # 1. Ctrl-C in a terminal: SIGINT to the whole process group

@@ -119,7 +119,9 @@ def make_app(
     return create_app(settings_for(env, **kw), matcher_factory=factory)
 
 
-def wait_ready(client: TestClient, deadline_s: float = 20.0) -> None:
+def wait_ready(client: TestClient, deadline_s: float = 90.0) -> None:
+    # a hang guard only: a fresh checkout compiles the numba kernels on first load, and two
+    # apps loading at once on a busy 2-core CI box took over 20 s
     deadline = time.monotonic() + deadline_s
     while client.get("/readyz").status_code != 200:
         assert time.monotonic() < deadline, "app did not become ready"
