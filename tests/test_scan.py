@@ -421,14 +421,21 @@ def test_interrupt_kill_and_resume_match_an_uninterrupted_scan(
 ) -> None:
     """Ctrl-C, then a resumed scan killed with SIGKILL mid-way, then a resume that
     finishes: the same lines as one uninterrupted scan, none twice, none re-hashed."""
-    # enough files that the scan is still running when the signal lands: small files go
-    # 16 to a chunk and the kernels are preloaded, so 150 files took 0.8 s in all
-    root = _many(tmp_path / "t", 600)
-    total = 602
+    # enough files that the scan is still running when each signal lands (small files go
+    # 16 to a chunk and the kernels are preloaded: 150 files took 0.8 s in all)
+    root = _many(tmp_path / "t", 300)
+    total = 302
     out = tmp_path / "results.jsonl"
 
-    # 1. Ctrl-C in a terminal: SIGINT to the whole process group
-    proc = _start_scan(root, out, data_dir)
+    # 1. Ctrl-C in a terminal: SIGINT to the whole process group. A foreground job in a
+    # terminal has SIGINT at its default; a harness that runs the tests in the background
+    # passes it on ignored (and an ignored signal stays ignored across exec), so the
+    # scan is started with it handled here, which exec turns back into the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = _start_scan(root, out, data_dir)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     with _reaped(proc):
         _await_lines(proc, out, 5)
         os.killpg(proc.pid, signal.SIGINT)
