@@ -190,12 +190,10 @@ def _decode_only(fast: bool) -> Callable[[Path], Result]:
             s.codec_context.options = {"skip_loop_filter": "all", "flags2": "+fast"}
             fps = float(s.average_rate)
             step, tb = round(fps), float(s.time_base)
-            gops = video._SampleDecoder(c, s, fps, video.VideoLimits())
+            gops = video._SampleDecoder(c, s, fps, step, video.VideoLimits())
             for frame in gops.frames():
                 n += 1
-                number = round((frame.pts - (s.start_time or 0)) * tb * fps)
-                if number >= gops.wanted:  # the sampling rule of video._hash_frames
-                    gops.wanted = (number // step + 1) * step
+                gops.sample_of(round((frame.pts - (s.start_time or 0)) * tb * fps))
         return {}, n
 
     return run

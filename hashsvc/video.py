@@ -320,7 +320,7 @@ def _hash_frames(
     decoded = 0
     reached = 0
     last_time: float | None = None
-    gops = _SampleDecoder(container, stream, info.fps, limits) if fast else None
+    gops = _SampleDecoder(container, stream, info.fps, step, limits) if fast else None
     try:
         for frame in gops.frames() if gops is not None else container.decode(stream):
             if frame.pts is not None and time_base is not None:
@@ -339,10 +339,9 @@ def _hash_frames(
                     f"video too long: more than {limits.max_seconds:.0f} s of frames"
                 )
             if gops is not None:
-                if number < gops.wanted:
+                sample = gops.sample_of(number)
+                if sample is None:
                     continue
-                sample = gops.wanted  # first decoded frame at or after the sample time
-                gops.wanted = (number // step + 1) * step
             else:
                 if number % step:
                     continue
@@ -377,7 +376,7 @@ class _SampleDecoder:
 
     A sampled frame depends on nothing before the keyframe that starts its group of
     pictures. So once every packet fed so far lies before the next sample (`wanted`, a
-    frame number the caller advances), later packets are held back instead of decoded: a
+    frame number `sample_of` advances), later packets are held back instead of decoded: a
     keyframe at or before `wanted` drops them (they can only be frames no sample needs),
     a packet at or past `wanted` releases them in order (the sample lies in this group).
     With a keyframe every 1-2 s, as phone and web encoders write them, this skips about
@@ -391,16 +390,28 @@ class _SampleDecoder:
     a full decode gives, up to the fast path's own options.
     """
 
-    def __init__(self, container: Any, stream: Any, fps: float, limits: VideoLimits) -> None:
+    def __init__(
+        self, container: Any, stream: Any, fps: float, step: int, limits: VideoLimits
+    ) -> None:
         self.container = container
         self.stream = stream
         self.fps = fps
+        self.step = step  # frames between samples
         self.limits = limits
-        self.wanted = 0  # the next sample's frame number (set by the caller)
+        self.wanted = 0  # the next sample's frame number
         self.reached = 0
         self.last_time: float | None = None
         self.time_base = float(stream.time_base) if stream.time_base is not None else None
         self.start_pts = stream.start_time or 0
+
+    def sample_of(self, number: int) -> int | None:
+        """The sample a decoded frame numbered `number` stands for (the first decoded
+        frame at or after each sample time), or None when it stands for none."""
+        if number < self.wanted:
+            return None
+        sample = self.wanted
+        self.wanted = (number // self.step + 1) * self.step
+        return sample
 
     def frames(self) -> Iterator[Any]:
         held: list[Any] = []  # packets not fed, all before `wanted`
