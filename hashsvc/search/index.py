@@ -409,7 +409,7 @@ class BinaryIndex:
         q = self._check_query(query)
         radius = self._check_radius(radius)
         s = self._state
-        if s.main.n + s.delta.n <= NUMPY_MAX_ROWS and s.main.tables is None:
+        if _numpy_suits(s):
             return _numpy_search(s, q, radius)
         use_mih = s.main.n > 0 and self._use_mih(s.main, radius)
         _, ids, dists = self._batch_chunk(s, q.reshape(1, self.words), radius, use_mih)
@@ -431,7 +431,7 @@ class BinaryIndex:
         nq = len(Q)
         if nq == 0:
             return np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
-        if s.main.n + s.delta.n <= NUMPY_MAX_ROWS and s.main.tables is None and nq <= 64:
+        if _numpy_suits(s) and nq <= 64:
             found = [_numpy_search(s, q, radius) for q in Q]
             lims = np.zeros(nq + 1, np.int64)
             lims[1:] = np.cumsum([len(i) for i, _ in found])
@@ -570,6 +570,11 @@ class BinaryIndex:
         self.manifest = loaded.manifest
         self._state = _State(self._make_main(ids, codes), self._empty_delta(0))
         return self
+
+
+def _numpy_suits(s: _State) -> bool:
+    """Whether a search of this state is answered with numpy (`NUMPY_MAX_ROWS`)."""
+    return s.main.n + s.delta.n <= NUMPY_MAX_ROWS and s.main.tables is None
 
 
 def _numpy_search(s: _State, q: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
