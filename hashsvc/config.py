@@ -44,8 +44,8 @@ class Settings:
     # the same item's pHash is <= corroborate_phash (matcher.py; bench/robustness.py)
     corroborate: bool = True  # for media (uploads, scans, `hashsvc match FILE`)
     corroborate_lookups: bool = False  # for precomputed hashes (costs a wider pHash search)
-    corroborate_pdq: int = 48
-    corroborate_phash: int = 12
+    corroborate_pdq: int = 52
+    corroborate_phash: int = 16
     corroborate_min_quality: int = 20  # PDQ quality floor of the query for corroboration
 
     # video (vPDQ; see hashsvc/video.py and hashsvc/vpdq.py)

@@ -75,9 +75,12 @@ def test_pdq_beyond_threshold_matches_when_phash_backs_it(
     assert got == {f"bank:pdq:{CORROBORATED}:40"}  # not `strict` (opted out), not `bare`
 
 
+_P, _H = Settings().corroborate_pdq, Settings().corroborate_phash
+
+
 @pytest.mark.parametrize(
     ("pdq_bits", "phash_bits", "quality", "matched"),
-    [(48, 12, 100, True), (49, 12, 100, False), (48, 13, 100, False),
+    [(_P, _H, 100, True), (_P + 1, _H, 100, False), (_P, _H + 1, 100, False),
      (40, 8, 20, True), (40, 8, 19, False), (40, 8, 45, True)],
 )  # fmt: skip
 def test_bounds(

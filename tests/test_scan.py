@@ -212,8 +212,8 @@ def check_results(tree: Tree, results: list[dict[str, Any]]) -> None:
             assert isinstance(m["entry_id"], int) and m["signal_type"] in (
                 "pdq", "phash", "md5", "sha256"
             )  # fmt: skip
-            # a PDQ that the item's pHash backs up may reach 48 (matcher `_corroborated`)
-            pdq_limit = 48 if m.get("variant") == "corroborated" else 31
+            # a PDQ that the item's pHash backs up may reach further (`_corroborated`)
+            pdq_limit = Settings().corroborate_pdq if m.get("variant") == "corroborated" else 31
             assert 0 <= m["distance"] <= (pdq_limit if m["signal_type"] == "pdq" else 10)
         if exp.variant:
             assert exp.variant in {m.get("variant") for m in rec["matches"]}
