@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+import pdqhash
 from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,9 +67,6 @@ def source_paths() -> tuple[Path, ...]:
 def _distinct_pictures(paths: list[Path]) -> tuple[Path, ...]:
     """Drop a source whose whole picture hashes within 40 PDQ bits of one kept before
     (the same wallpaper at another resolution, e.g. Elephants_3840x2160.jpg)."""
-    import numpy as np
-    import pdqhash
-
     kept: list[Path] = []
     codes: list[np.ndarray] = []
     for p in paths:
@@ -102,11 +101,14 @@ def tiles(
     to fit one tile (keeping them distinct images). `max_side` first shrinks large
     sources so that a tile shows a scene, not a patch of wall or sky.
 
-    `skip_mirror_twins`: in a source that is its own mirror image (`mirror_axes`), keep
-    only the tiles on one side of the axis. Why: a tile and its mirror twin are the
-    same picture flipped, which is exactly the edit dihedral matching exists to catch;
-    counting such a pair as "unrelated" makes a correct match look like a false one
-    (bench/robustness.py). The names of such sources are appended to `mirrored`."""
+    `skip_mirror_twins`: drop tiles that are a rotated/flipped copy of another tile of
+    the same source: in a source that is its own mirror image (`mirror_axes`) keep only
+    the tiles on one side of the axis, and drop a tile whose exactly rotated or flipped
+    pixels hash within PDQ 31 of a tile kept before (a pattern with point symmetry, e.g.
+    diagonal stripes). Why: such a pair is one picture, rotated or flipped, which is
+    exactly the edit dihedral matching exists to catch; counting it as "unrelated"
+    makes a correct match look like a false one (bench/robustness.py). The names of the
+    sources where either happened are appended to `mirrored`."""
     tw, th = size
     count = 0
     for path in source_paths():
@@ -120,16 +122,39 @@ def tiles(
                              Image.Resampling.LANCZOS)  # fmt: skip
             w, h = img.size
         axis_x, axis_y = mirror_axes(img) if skip_mirror_twins else (None, None)
-        if mirrored is not None and (axis_x, axis_y) != (None, None):
-            mirrored.append(path.name)
+        twins = (axis_x, axis_y) != (None, None)
+        kept: list[np.ndarray] = []  # reference PDQ of this source's tiles so far
         for y in range(0, h - th + 1, th):
             for x in range(0, w - tw + 1, tw):
                 if _has_twin(x + tw / 2, axis_x) or _has_twin(y + th / 2, axis_y):
                     continue
-                yield img.crop((x, y, x + tw, y + th))
+                tile = img.crop((x, y, x + tw, y + th))
+                if skip_mirror_twins:
+                    if _turned_copy(tile, kept):
+                        twins = True
+                        continue
+                    kept.append(pdqhash.compute(np.asarray(tile))[0])
+                yield tile
                 count += 1
                 if limit is not None and count >= limit:
                     return
+        if mirrored is not None and twins:
+            mirrored.append(path.name)
+
+
+_TURNS = (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM,
+          Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+          Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE)  # fmt: skip
+
+
+def _turned_copy(tile: Image.Image, kept: list[np.ndarray]) -> bool:
+    """Whether a rotation/flip of `tile` (exact pixels, Meta's PDQ) is within 31 bits of
+    one of the `kept` hashes."""
+    for turn in _TURNS:
+        bits, _ = pdqhash.compute(np.asarray(tile.transpose(turn)))
+        if any(int((bits != k).sum()) <= 31 for k in kept):
+            return True
+    return False
 
 
 #: A picture is its own mirror image when the normalised cross-correlation of its
@@ -141,7 +166,6 @@ MIRROR_NCC = 0.9
 
 def mirror_axes(img: Image.Image, width: int = 256) -> tuple[float | None, float | None]:
     """The vertical and horizontal mirror axes of `img` in pixels (None: not mirrored)."""
-    import numpy as np
     from PIL import ImageFilter
 
     gray = img.convert("L")

@@ -194,3 +194,59 @@ def test_phash_is_bit_identical_to_imagehash() -> None:
     for img in images:
         expected = Hash.from_hex(SignalType.PHASH, str(imagehash.phash(img)))
         assert hashing.phash(img) == expected
+
+
+# --- rotation/flip variants: the second pass -------------------------------------------
+
+#: the pixel transform each variant stands for (the matcher confirms matches with these)
+_TURN = {
+    "rotate90": lambda a: np.rot90(a, 1),
+    "rotate180": lambda a: np.rot90(a, 2),
+    "rotate270": lambda a: np.rot90(a, -1),
+    "flipx": lambda a: a[::-1],
+    "flipy": lambda a: a[:, ::-1],
+    "flip_plus1": lambda a: a.T,
+    "flip_minus1": lambda a: np.rot90(a, 2).T,
+}
+
+
+def _bridge_luma(size: tuple[int, int]) -> np.ndarray:
+    img = Image.open(PDQ_DATA / "bridge-mods" / "aaa-orig.jpg").convert("L")
+    return np.asarray(img.resize(size, Image.Resampling.LANCZOS))
+
+
+@pytest.mark.parametrize(
+    ("size", "exact"),
+    [((320, 240), {"flipx", "rotate270"}),  # rows sample off centre, columns do not
+     ((1024, 768), {"flipy", "rotate90"}),  # both off centre: the mirror is made exact
+     ((384, 288), {"flipy", "rotate90"})],
+)  # fmt: skip
+def test_second_pass_makes_four_variants_exact(size: tuple[int, int], exact: set[str]) -> None:
+    """Oracle: PDQ of the truly turned pixels. The pass's own hash and its transpose are
+    exact; the second pass adds the flip along one axis and that flip's transpose."""
+    luma = _bridge_luma(size)
+    two, _ = hashing.pdq_dihedral(luma)
+    one, _ = hashing.pdq_dihedral(luma, second_pass=False)
+    assert two[0] == one[0] == hashing.pdq(luma)[0]
+    for name, variant, single in zip(hashing.DIHEDRAL_NAMES[1:], two[1:], one[1:], strict=True):
+        truth = hashing.pdq(np.ascontiguousarray(_TURN[name](luma)))[0]
+        if name in exact | {"flip_plus1"}:
+            assert variant - truth <= 2, name  # float summation order only
+        else:  # the error of one axis at most: never worse than the single pass here
+            assert variant - truth <= max(single - truth, 2), name
+
+
+def test_no_second_pass_when_both_axes_sample_centred() -> None:
+    assert hashing.buffer_offset(800) < hashing.CENTRED_OFFSET
+    assert hashing.buffer_offset(600) < hashing.CENTRED_OFFSET
+    assert hashing.buffer_offset(240) > hashing.CENTRED_OFFSET  # window 2: even
+    luma = _bridge_luma((800, 600))
+    assert hashing.pdq_dihedral(luma) == hashing.pdq_dihedral(luma, second_pass=False)
+
+
+def test_single_pass_is_pdqhash_compute_dihedral() -> None:
+    rgb = np.asarray(Image.open(PDQ_DATA / "bridge-mods" / "aaa-orig.jpg").convert("RGB"))
+    ours, quality = hashing.pdq_dihedral(rgb, second_pass=False)
+    ref, ref_quality = pdqhash.compute_dihedral(rgb)
+    assert [h.value for h in ours] == [np.packbits(b).tobytes() for b in ref]
+    assert quality == ref_quality

@@ -41,6 +41,23 @@ def test_a_caption_bar_with_text_is_found() -> None:
     assert box is not None and abs(box[1] - 70) <= 4 and box[3] == 572
 
 
+def test_a_caption_bar_with_dense_text_is_found() -> None:
+    """Bold text across the whole width: in its rows only ~40-55% of the pixels are the
+    bar's colour (a 320 px wide copy with a one-line caption looked like this and was not
+    trimmed: bench/robustness.py --tile 320x240 found 0.8% of caption-bar copies)."""
+    img = photo().resize((320, 200))
+    canvas = Image.new("RGB", (320, 200 + 40), (255, 255, 255))
+    canvas.paste(img, (0, 40))
+    draw = ImageDraw.Draw(canvas)
+    for dx in (0, 1):  # a bold face: every stroke two pixels wide
+        draw.text((4 + dx, 14), "when you see it... share before it's deleted", fill=(0, 0, 0))
+    gray = np.asarray(canvas.convert("L"))
+    text_rows = (np.abs(gray[14:26].astype(int) - 255) <= 12).mean(axis=1)
+    assert text_rows.min() < 0.6  # denser than the caption test above
+    box = content_box(gray)
+    assert box is not None and abs(box[1] - 40) <= 4 and box[3] == 240
+
+
 def test_only_flat_borders_are_trimmed_from_real_photos() -> None:
     """Some labelme frames carry real grey padding (q0291 left/bottom, q1050 right):
     whatever is trimmed must be flat; photos without padding are left whole."""
