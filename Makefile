@@ -48,6 +48,8 @@ bench: $(STAMP) bench-data
 	$(PY) bench/hashing.py
 	$(PY) bench/search.py --sizes 1000000,10000000
 	$(PY) bench/robustness.py
+	$(PY) bench/robustness.py --tile 320x240 --max-side 2560 --out bench/RESULTS-robustness-holdout.md \
+		--plot bench/robustness-holdout.png --title "Robustness, held-out tiling: 320x240 tiles of the same sources"
 	$(PY) bench/api.py
 	$(PY) bench/scan.py
 	$(PY) bench/video.py

@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import io
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -205,6 +206,7 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-robustness.md"))
     ap.add_argument("--plot", type=Path, default=Path(__file__).with_name("robustness.png"))
+    ap.add_argument("--title", default="Robustness: recall on edited copies and false matches")
     args = ap.parse_args()
     rng = np.random.default_rng(7)
     t_start = time.time()
@@ -305,10 +307,9 @@ def main() -> None:
     for _name, group, _, _, s in rows:
         group_recall.setdefault(group, []).append(s)
     lines = [
-        "## Robustness: recall on edited copies and false matches",
+        f"## {args.title}",
         "",
-        f"Command: `.venv/bin/python bench/robustness.py --n {args.n} --tile {args.tile} "
-        f"--max-side {args.max_side}` "
+        f"Command: `.venv/bin/python bench/robustness.py {shlex.join(sys.argv[1:])}` "
         f"({time.time() - t_start:.0f} s). Images: {n} distinct {args.tile} tiles of benign photos "
         f"({corpus.describe()}), enrolled as JPEG q95. Service = defaults (fast decode, "
         "dihedral, PDQ of trimmed content, 5 centred crop variants per enrolled image, "
@@ -369,7 +370,7 @@ def main() -> None:
             for t in PHASH_SWEEP
         ],
         "",
-        "![recall and distances](robustness.png)",
+        f"![recall and distances]({args.plot.name})",
     ]
     text = "\n".join(lines)
     print(text)

@@ -320,10 +320,16 @@ def _warm_cluster(files: list[Path]) -> Iterator[str]:
     Its CPU time is not in the runs' CPU column (it is not a child of the scan)."""
     import logging
 
+    import dask
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:  # fmt: skip
+    from hashsvc.scan import SCAN_WORKER_CONFIG
+
+    # configured as the README tells cluster operators to (worker profiler off)
+    with dask.config.set(SCAN_WORKER_CONFIG), LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True,
+        dashboard_address=":0", silence_logs=logging.ERROR,
+    ) as cluster:  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([HASHSVC, "scan", str(files[0].parent), "--out", f"{tmp}/w.jsonl",
                             "--scheduler", cluster.scheduler_address, "--quiet",

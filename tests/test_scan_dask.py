@@ -110,3 +110,16 @@ def test_an_unreachable_scheduler_is_a_clear_error(
             data_dir, str(tmp_path), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9"
         )
     assert code == 2 and "cannot reach the Dask scheduler" in output
+
+
+def _profiler_on() -> bool:
+    return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+
+def test_local_cluster_workers_run_without_the_profiler() -> None:
+    """`--dask-local` workers get SCAN_WORKER_CONFIG (the profiler cost ~15% of a scan's
+    throughput); the client's own process keeps its settings."""
+    assert _profiler_on()  # dask's default, so the check below means something
+    with scan.dask_client(local_workers=1) as client:
+        assert list(client.run(_profiler_on).values()) == [False]
+    assert _profiler_on()
