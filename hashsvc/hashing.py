@@ -144,7 +144,7 @@ def pdq_dihedral(
     axis = _flip_axis(pixels.shape[0], pixels.shape[1]) if second_pass else None
     if axis is None:
         return first, quality
-    flipped = np.ascontiguousarray(pixels[:, ::-1] if axis == 1 else pixels[::-1])
+    flipped = pixels[:, ::-1] if axis == 1 else pixels[::-1]  # the kernels copy it once
     passes = (first, _dihedral_pass(flipped, engine)[0])
     index = {name: i for i, name in enumerate(DIHEDRAL_NAMES)}
     return tuple(passes[p][index[v]] for p, v in _TWO_PASS[axis]), quality
@@ -201,6 +201,8 @@ def _dihedral_pass(pixels: np.ndarray, engine: PdqEngine) -> tuple[tuple[Hash, .
 
     if pixels.ndim == 3:
         bits, quality = pdq_fast.pdq_dihedral_from_rgb(pixels)
+    elif pixels.dtype == np.uint8:
+        bits, quality = pdq_fast.pdq_dihedral_from_gray_u8(pixels)
     else:
         luma = np.ascontiguousarray(pixels, dtype=np.float32)
         bits, quality = pdq_fast.pdq_dihedral_from_luma(luma)

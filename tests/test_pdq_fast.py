@@ -242,6 +242,11 @@ def test_gray_path_is_float32_of_the_plane() -> None:
     for shape in [(64, 64), (100, 80), (5, 300), (3, 9)]:
         gray = make_image("smooth", *shape, seed=1)[:, :, 0].copy()
         assert_pair_equal(pf.pdq_from_gray_u8(gray), pf.pdq_from_luma(gray.astype(np.float32)))
+        for view in (gray, gray[:, ::-1], gray[::-1]):  # flipped views: the second pass
+            assert_pair_equal(
+                pf.pdq_dihedral_from_gray_u8(view),
+                pf.pdq_dihedral_from_luma(view.astype(np.float32)),
+            )
 
 
 def assert_pair_equal(a: tuple[np.ndarray, int], b: tuple[np.ndarray, int]) -> None:
