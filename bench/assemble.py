@@ -6,7 +6,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("RESULTS-hashing.md", "RESULTS-search.md", "RESULTS-robustness.md",
-         "RESULTS-robustness-holdout.md", "RESULTS-api.md", "RESULTS-scan.md", "RESULTS-video.md")  # fmt: skip
+         "RESULTS-robustness-holdout.md", "RESULTS-api.md", "RESULTS-scan.md",
+         "RESULTS-video.md")  # fmt: skip
 HEADER = """# Benchmark results
 
 Each section is written by its script (`make bench` runs them all and rebuilds this file);

@@ -314,9 +314,10 @@ def main() -> None:
         f"({corpus.describe()}), enrolled as JPEG q95. Service = defaults (fast decode, "
         "dihedral, PDQ of trimmed content, 5 centred crop variants per enrolled image, "
         f"PDQ 31 / pHash default, PDQ <= {corr_p} backed by pHash <= {corr_h}, "
-        "PDQ quality gate 50). Mirror-symmetric sources give tiles from one side of their "
-        f"axis only ({', '.join(mirrored) or 'none found'}): a tile and its mirror twin are "
-        "one picture, flipped, not unrelated images. Plain PDQ/pHash = reference hashes at the same thresholds "
+        "PDQ quality gate 50). A tile that is a mirror image or rotation of another tile of "
+        "the same source is dropped (`corpus.tiles(skip_mirror_twins=True)`; sources: "
+        f"{', '.join(mirrored) or 'none'}): such a pair is one picture, turned, not two "
+        "unrelated images. Plain PDQ/pHash = reference hashes at the same thresholds "
         f"(PDQ {PDQ_T}, pHash {PHASH_T}).",
         "",
         "| transform | plain PDQ | plain pHash | hashsvc |",

@@ -144,7 +144,9 @@ def pdq_dihedral(
     axis = _flip_axis(pixels.shape[0], pixels.shape[1]) if second_pass else None
     if axis is None:
         return first, quality
-    flipped = pixels[:, ::-1] if axis == 1 else pixels[::-1]  # the kernels copy it once
+    flipped = pixels[:, ::-1] if axis == 1 else pixels[::-1]  # our kernels copy it once
+    if engine == "pdqhash":  # the binding reads a non-C-ordered array's luma scrambled
+        flipped = np.ascontiguousarray(flipped)
     passes = (first, _dihedral_pass(flipped, engine)[0])
     index = {name: i for i, name in enumerate(DIHEDRAL_NAMES)}
     return tuple(passes[p][index[v]] for p, v in _TWO_PASS[axis]), quality
