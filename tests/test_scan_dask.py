@@ -123,3 +123,23 @@ def test_local_cluster_workers_run_without_the_profiler() -> None:
     with scan.dask_client(local_workers=1) as client:
         assert list(client.run(_profiler_on).values()) == [False]
     assert _profiler_on()
+
+
+def _parent_cmdline() -> str:
+    import os
+
+    import psutil
+
+    return " ".join(psutil.Process(os.getppid()).cmdline())
+
+
+def test_local_cluster_workers_are_forked_from_the_preloaded_forkserver() -> None:
+    """Not spawned by the nanny (which then re-imported Dask, numba and our kernels in
+    every worker): their parent is the forkserver that imported them once."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver on this platform")
+    with scan.dask_client(local_workers=1) as client:
+        (parent,) = client.run(_parent_cmdline).values()
+    assert "forkserver" in parent
