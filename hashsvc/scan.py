@@ -524,6 +524,11 @@ def warm_kernels() -> None:
         pass
 
 
+#: What a scan's forkserver imports once for every worker it forks (pool and local Dask).
+KERNEL_PRELOAD = ("hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast",
+                  "hashsvc.search.kernels", "hashsvc._scan_preload")  # fmt: skip
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """forkserver where available (fast worker start, no inherited threads or SQLite
     handles), else spawn. Never plain fork: the scan runs a walk thread."""
@@ -533,10 +538,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
         # imported once in the server, then inherited by every worker it forks: numba
         # and the kernel modules take ~0.8 s to import, and loading the kernels another
         # ~0.6-0.9 s (hashsvc._scan_preload), per process otherwise
-        ctx.set_forkserver_preload(
-            ["hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast", "hashsvc.search.kernels",
-             "hashsvc._scan_preload"]
-        )  # fmt: skip
+        ctx.set_forkserver_preload(list(KERNEL_PRELOAD))
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -874,9 +876,9 @@ def _preloaded_forkserver() -> Iterator[None]:
         from multiprocessing import forkserver
 
         dask_preload = list(getattr(forkserver._forkserver, "_preload_modules", []))
-        ours = ["hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast",
-                "hashsvc.search.kernels", "hashsvc._scan_preload"]  # fmt: skip
-        multiprocessing.get_context("forkserver").set_forkserver_preload(dask_preload + ours)
+        multiprocessing.get_context("forkserver").set_forkserver_preload(
+            dask_preload + list(KERNEL_PRELOAD)
+        )
         yield
 
 
