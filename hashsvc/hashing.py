@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -148,8 +149,7 @@ def pdq_dihedral(
     if engine == "pdqhash":  # the binding reads a non-C-ordered array's luma scrambled
         flipped = np.ascontiguousarray(flipped)
     passes = (first, _dihedral_pass(flipped, engine)[0])
-    index = {name: i for i, name in enumerate(DIHEDRAL_NAMES)}
-    return tuple(passes[p][index[v]] for p, v in _TWO_PASS[axis]), quality
+    return tuple(passes[p][i] for p, i in _TWO_PASS_INDEX[axis]), quality
 
 
 #: With a second pass over the image flipped along `axis` (1: left-right, 0: top-bottom),
@@ -162,11 +162,15 @@ _TWO_PASS: dict[int, tuple[tuple[int, str], ...]] = {
     0: ((0, "original"), (0, "rotate90"), (1, "flipy"), (1, "flip_plus1"),
         (1, "original"), (0, "flipy"), (0, "flip_plus1"), (1, "rotate90")),
 }  # fmt: skip
+_TWO_PASS_INDEX = {
+    axis: tuple((p, DIHEDRAL_NAMES.index(v)) for p, v in picks) for axis, picks in _TWO_PASS.items()
+}
 
 #: Below this offset (in 64x64 buffer cells) on both axes one pass is close enough.
 CENTRED_OFFSET = 0.04
 
 
+@cache
 def buffer_offset(n: int) -> float:
     """How far off centre PDQ's 64x64 buffer samples a dimension of n pixels, in cells.
 

@@ -16,6 +16,7 @@ from PIL import Image
 from hashsvc import hashing
 from hashsvc.errors import MediaRejected
 from hashsvc.hashing import ALL_SIGNALS, HashPath, hash_media
+from hashsvc.matcher import _TRANSFORMS  # what each variant stands for (confirm_dihedral)
 from hashsvc.signals import Hash, SignalType
 from tests.conftest import PDQ_DATA, encode, smooth_image
 
@@ -198,17 +199,6 @@ def test_phash_is_bit_identical_to_imagehash() -> None:
 
 # --- rotation/flip variants: the second pass -------------------------------------------
 
-#: the pixel transform each variant stands for (the matcher confirms matches with these)
-_TURN = {
-    "rotate90": lambda a: np.rot90(a, 1),
-    "rotate180": lambda a: np.rot90(a, 2),
-    "rotate270": lambda a: np.rot90(a, -1),
-    "flipx": lambda a: a[::-1],
-    "flipy": lambda a: a[:, ::-1],
-    "flip_plus1": lambda a: a.T,
-    "flip_minus1": lambda a: np.rot90(a, 2).T,
-}
-
 
 def _bridge_luma(size: tuple[int, int]) -> np.ndarray:
     img = Image.open(PDQ_DATA / "bridge-mods" / "aaa-orig.jpg").convert("L")
@@ -229,7 +219,7 @@ def test_second_pass_makes_four_variants_exact(size: tuple[int, int], exact: set
     one, _ = hashing.pdq_dihedral(luma, second_pass=False)
     assert two[0] == one[0] == hashing.pdq(luma)[0]
     for name, variant, single in zip(hashing.DIHEDRAL_NAMES[1:], two[1:], one[1:], strict=True):
-        truth = hashing.pdq(np.ascontiguousarray(_TURN[name](luma)))[0]
+        truth = hashing.pdq(np.ascontiguousarray(_TRANSFORMS[name](luma)))[0]
         if name in exact | {"flip_plus1"}:
             assert variant - truth <= 2, name  # float summation order only
         else:  # the error of one axis at most: never worse than the single pass here

@@ -207,17 +207,20 @@ def _media_hashes(q: schemas.HashQuery) -> Hashes:
             frames=tuple(frames),
         )
 
-    # the schema has checked each text (exact length, hex digits only); Hash checks the
-    # length of the bytes again
-    pdq, phash, md5, sha256 = q.pdq, q.phash, q.md5, q.sha256
     return MediaHashes(
-        pdq=None if pdq is None else Hash(SignalType.PDQ, bytes.fromhex(pdq)),
-        pdq_quality=None if pdq is None else q.pdq_quality,
-        phash=None if phash is None else Hash(SignalType.PHASH, bytes.fromhex(phash)),
-        md5=None if md5 is None else Hash(SignalType.MD5, bytes.fromhex(md5)),
-        sha256=None if sha256 is None else Hash(SignalType.SHA256, bytes.fromhex(sha256)),
+        pdq=_checked_hex(SignalType.PDQ, q.pdq),
+        pdq_quality=None if q.pdq is None else q.pdq_quality,
+        phash=_checked_hex(SignalType.PHASH, q.phash),
+        md5=_checked_hex(SignalType.MD5, q.md5),
+        sha256=_checked_hex(SignalType.SHA256, q.sha256),
         path=HashPath.REFERENCE,
     )
+
+
+def _checked_hex(signal: SignalType, text: str | None) -> Hash | None:
+    """A hash from text the schema has checked (exact length, hex digits only; Hash
+    checks the byte length again). Module level: a closure built per item cost ~3 us."""
+    return None if text is None else Hash(signal, bytes.fromhex(text))
 
 
 def _query_json(q: schemas.HashQuery) -> dict[str, Any]:
