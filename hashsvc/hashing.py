@@ -107,8 +107,10 @@ def sha256(data: bytes) -> Hash:
 #: Which PDQ implementation hashes RGB pixels: our numba port (fast per image, ~1 s to
 #: load its compiled kernels once per process) or Meta's C++ via `pdqhash` (~0.15 s to
 #: import, ~5x slower per image). Both give identical bits (tests/test_pdq_fast.py): a
-#: CLI call on a handful of files starts faster with `pdqhash`.
-PdqEngine = Literal["numba", "pdqhash"]
+#: CLI call on a handful of files starts faster with `pdqhash`. "sampled" is the matching
+#: (fast decode) path's: `pdq_sampled` filters only where PDQ samples, 0-2 bits from the
+#: others on the same pixels; it takes a uint8 luma plane (anything else goes to numba).
+PdqEngine = Literal["numba", "pdqhash", "sampled"]
 
 
 def pdq(pixels: np.ndarray, engine: PdqEngine = "numba") -> tuple[Hash, int]:
@@ -117,6 +119,11 @@ def pdq(pixels: np.ndarray, engine: PdqEngine = "numba") -> tuple[Hash, int]:
         import pdqhash
 
         bits, quality = pdqhash.compute(pixels)
+        return Hash.from_bits(SignalType.PDQ, bits), int(quality)
+    if engine == "sampled" and _sampled_input(pixels):
+        from hashsvc import pdq_sampled
+
+        bits, quality = pdq_sampled.pdq_from_gray_u8(pixels)
         return Hash.from_bits(SignalType.PDQ, bits), int(quality)
     from hashsvc import pdq_fast
 
@@ -141,8 +148,17 @@ def pdq_dihedral(
     axis as well (`_flip_axis`): 4 variants are then exact and the other 4 carry the
     error of the other axis only (`_TWO_PASS`). Skipped when both axes sample centred.
     """
-    first, quality = _dihedral_pass(pixels, engine)
     axis = _flip_axis(pixels.shape[0], pixels.shape[1]) if second_pass else None
+    if engine == "sampled" and _sampled_input(pixels):
+        from hashsvc import pdq_sampled  # both passes share the vertical filter stage
+
+        bits, flipped_bits, quality = pdq_sampled.pdq_dihedral_passes(pixels, axis)
+        first = tuple(Hash.from_bits(SignalType.PDQ, b) for b in bits)
+        if flipped_bits is None or axis is None:
+            return first, quality
+        second = tuple(Hash.from_bits(SignalType.PDQ, b) for b in flipped_bits)
+        return tuple((first, second)[p][i] for p, i in _TWO_PASS_INDEX[axis]), quality
+    first, quality = _dihedral_pass(pixels, engine)
     if axis is None:
         return first, quality
     flipped = pixels[:, ::-1] if axis == 1 else pixels[::-1]  # our kernels copy it once
@@ -194,6 +210,10 @@ def _flip_axis(rows: int, cols: int) -> int | None:
     if buffer_offset(cols) >= CENTRED_OFFSET:
         return 1
     return 0 if buffer_offset(rows) >= CENTRED_OFFSET else None
+
+
+def _sampled_input(pixels: np.ndarray) -> bool:
+    return pixels.ndim == 2 and pixels.dtype == np.uint8
 
 
 def _dihedral_pass(pixels: np.ndarray, engine: PdqEngine) -> tuple[tuple[Hash, ...], int]:
@@ -264,6 +284,8 @@ def hash_media(
     """
     wanted = set(signals)
     fast = path is HashPath.FAST
+    if fast and engine == "numba":
+        engine = "sampled"  # matching only: 0-2 bits from numba on the same luma
     decoded = media.decode(data, max_pixels=max_pixels, mode="L" if fast else "RGB", fast=fast)
     values: dict[str, Any] = {"path": path}
     if SignalType.MD5 in wanted:

@@ -525,7 +525,7 @@ def warm_kernels() -> None:
 
 
 #: What a scan's forkserver imports once for every worker it forks (pool and local Dask).
-KERNEL_PRELOAD = ("hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast",
+KERNEL_PRELOAD = ("hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast", "hashsvc.pdq_sampled",
                   "hashsvc.search.kernels", "hashsvc._scan_preload")  # fmt: skip
 
 
