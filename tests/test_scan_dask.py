@@ -143,3 +143,42 @@ def test_local_cluster_workers_are_forked_from_the_preloaded_forkserver() -> Non
     with scan.dask_client(local_workers=1) as client:
         (parent,) = client.run(_parent_cmdline).values()
     assert "forkserver" in parent
+
+
+def test_dask_tasks_carry_many_small_files_and_few_large_ones(
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    cluster: Any,
+) -> None:
+    """A Dask task costs the client ~10 CPU-ms: small files go many to a task."""
+    small = tmp_path / "small"
+    small.mkdir()
+    for i in range(60):
+        (small / f"{i:02d}.jpg").write_bytes(encode(smooth_image(i, (64, 48))))
+    sizes: list[int] = []
+    with distributed.Client(cluster) as client:
+        backend = scan.DaskBackend(client, settings_for(data_dir), chunk_bytes=1 << 20)
+        submit = client.submit
+
+        def counting_submit(fn: Any, tasks: list[scan.FileTask], **kw: Any) -> Any:
+            sizes.append(len(tasks))
+            return submit(fn, tasks, **kw)
+
+        client.submit = counting_submit  # type: ignore[method-assign]
+        try:
+            results = list(scan.Scan([str(small)], backend))
+        finally:
+            client.submit = submit  # type: ignore[method-assign]
+            backend.close()
+        assert sorted(r.path for r in results) == sorted(str(p) for p in small.iterdir())
+        assert sum(sizes) == 60 and max(sizes) > backend.chunk, sizes  # grown past 8
+        # files over the byte budget go `chunk` at a time
+        sizes.clear()
+        client.submit = counting_submit  # type: ignore[method-assign]
+        big = scan.DaskBackend(client, settings_for(data_dir), chunk=2, chunk_bytes=1)
+        try:
+            list(scan.Scan([str(small)], big))
+        finally:
+            client.submit = submit  # type: ignore[method-assign]
+            big.close()
+        assert max(sizes) == 2, sizes
