@@ -45,24 +45,28 @@ def _sample_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
     at PDQ's 64 decimation positions along a dimension of n pixels.
 
     box1DFloat's output i averages input [i + half - w, i + half - 1] clipped to the
-    image, half = (w + 2) // 2: built here in float64 exactly as that, applied twice.
+    image, half = (w + 2) // 2. Sample p of two passes averages the first pass's outputs
+    j in p's window, each an average over j's window: one step of weight
+    1 / (|window p| |window j|) per j, summed as a difference array. Vectorised: the
+    border check's crops give every upload a new size.
     """
     w = (n + 127) // 128
     half = (w + 2) // 2
-    lo = np.maximum(np.arange(n) + half - w, 0)
-    hi = np.minimum(np.arange(n) + half - 1, n - 1)
     taps = 2 * w - 1
-    starts = np.empty(64, dtype=np.int64)
-    weights = np.zeros((64, taps), dtype=np.float64)
-    for o, p in enumerate(pdq_fast._decimation_indices(n)):
-        row = np.zeros(n, dtype=np.float64)
-        for j in range(lo[p], hi[p] + 1):  # second pass: output p averages first-pass j
-            row[lo[j] : hi[j] + 1] += 1.0 / ((hi[j] - lo[j] + 1) * (hi[p] - lo[p] + 1))
-        nz = np.flatnonzero(row)
-        start = min(int(nz[0]), n - taps)
-        starts[o] = start
-        weights[o] = row[start : start + taps]  # the <= 2w - 1 nonzero taps fit
-    return starts, weights.astype(np.float32)
+    idx = np.arange(n)
+    lo = np.maximum(idx + half - w, 0)
+    hi = np.minimum(idx + half - 1, n - 1)
+    p = pdq_fast._decimation_indices(n)
+    starts = np.minimum(lo[lo[p]], n - taps)  # the <= 2w - 1 nonzero taps fit after it
+    j = lo[p][:, None] + np.arange(w)[None, :]  # (64, w) first-pass outputs, some unused
+    used = j <= hi[p][:, None]
+    j = np.minimum(j, n - 1)
+    step = np.where(used, 1.0 / ((hi[j] - lo[j] + 1) * (hi[p] - lo[p] + 1)[:, None]), 0.0)
+    diff = np.zeros((64, taps + 1), dtype=np.float64)
+    rows = np.broadcast_to(np.arange(64)[:, None], j.shape)
+    np.add.at(diff, (rows, np.where(used, lo[j] - starts[:, None], 0)), step)
+    np.add.at(diff, (rows, np.where(used, hi[j] + 1 - starts[:, None], 0)), -step)
+    return starts.astype(np.int64), np.cumsum(diff, axis=1)[:, :taps].astype(np.float32)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -56,9 +56,10 @@ def _bar_run(lines: np.ndarray) -> int:
     length) followed by a pure line continues the bar.
     """
     colour = np.median(lines[0])
-    share = (np.abs(lines.astype(np.int16) - colour) <= TOLERANCE).mean(axis=1)
-    if share[0] < PURE_SHARE:  # the edge line itself is not uniform: no bar here
+    # the edge line alone first: most uploads have no bar, and then that is all we read
+    if (np.abs(lines[0].astype(np.int16) - colour) <= TOLERANCE).mean() < PURE_SHARE:
         return 0
+    share = (np.abs(lines.astype(np.int16) - colour) <= TOLERANCE).mean(axis=1)
     end = _pure_end(share)
     band = end
     longest = max(1, int(TEXT_BAND * len(lines)))

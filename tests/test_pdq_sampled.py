@@ -55,6 +55,27 @@ def test_buffers_equal_the_reference_filter_for_every_flip(shape: tuple[int, int
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-3)
 
 
+def literal_weights(n: int) -> np.ndarray:
+    """(64, n) weights of two box1DFloat passes at the decimation positions, the slow
+    obvious way: average, over p's window, the rows of the single-pass filter."""
+    w = (n + 127) // 128
+    half = (w + 2) // 2
+    box = np.zeros((n, n))
+    for i in range(n):
+        lo, hi = max(0, i + half - w), min(n - 1, i + half - 1)
+        box[i, lo : hi + 1] = 1.0 / (hi - lo + 1)
+    return (box @ box)[pdq_fast._decimation_indices(n)]
+
+
+@pytest.mark.parametrize("n", [128, 129, 200, 240, 256, 383, 768, 1024, 1500])
+def test_weights_equal_the_literal_filter(n: int) -> None:
+    starts, weights = pdq_sampled._sample_weights(n)
+    dense = np.zeros((64, n))
+    for o in range(64):
+        dense[o, starts[o] : starts[o] + weights.shape[1]] = weights[o]
+    np.testing.assert_allclose(dense, literal_weights(n), rtol=0, atol=1e-7)
+
+
 def test_weights_are_the_doubled_box_filter() -> None:
     # each sample is an average of averages: its weights sum to 1, all >= 0, and they
     # span at most the 2w - 1 pixels two box passes of width w reach
