@@ -466,9 +466,11 @@ def _luma_plane(frame: Any) -> np.ndarray | None:
 
 def _pdq(pixels: np.ndarray, frame: Any) -> tuple[Hash, int]:
     """`hashing.pdq` of RGB pixels (bit-exact with the reference), or of a Y plane (fast
-    path). PDQ's quality is a sum of luma gradients: a limited-range Y plane (16-235) has
-    them 219/255 as steep, so its quality is scaled back to what the RGB frame gives."""
-    pdq, quality = hashing.pdq(np.ascontiguousarray(pixels))
+    path, with the matching path's sampled PDQ). PDQ's quality is a sum of luma
+    gradients: a limited-range Y plane (16-235) has them 219/255 as steep, so its quality
+    is scaled back to what the RGB frame gives."""
+    engine: hashing.PdqEngine = "sampled" if pixels.ndim == 2 else "numba"
+    pdq, quality = hashing.pdq(np.ascontiguousarray(pixels), engine)
     limited = not frame.format.name.startswith("yuvj") and frame.color_range != 2  # 2: full
     if pixels.ndim == 2 and limited:
         quality = min(100, int(quality * 255 / 219))
