@@ -281,6 +281,10 @@ def hash_media(
     Cryptographic hashes are of the original bytes. Pixels are decoded only when a
     perceptual signal is asked for; when only MD5/SHA-256 are wanted, the bytes are still
     validated as an image so the caller gets the same rejection either way.
+
+    engine="numba" (the default) means the exact kernel on the reference path and the
+    sampled one on the FAST path: both are matching-only there, and a caller that
+    wants a reference hash uses the reference path, not a kernel choice.
     """
     wanted = set(signals)
     fast = path is HashPath.FAST

@@ -168,7 +168,12 @@ _FLIP = {1: (False, True), 0: (True, False)}
 
 
 def _checked(gray: np.ndarray) -> np.ndarray:
+    """A C-contiguous read-only view (or copy): numba compiles one version of a kernel
+    per array type, read-only and writable arrays apart, and Pillow's pixels are
+    read-only while a crop's copy is not; one type means one version to load or warm."""
     gray = np.asarray(gray)
     if gray.dtype != np.uint8 or gray.ndim != 2:
         raise ValueError(f"expected uint8 (H, W) array, got {gray.dtype} {gray.shape}")
-    return np.ascontiguousarray(gray)
+    view = np.ascontiguousarray(gray).view()
+    view.flags.writeable = False
+    return view

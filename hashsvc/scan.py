@@ -761,11 +761,14 @@ class DaskBackend:
     silently miss entries, so that stops the scan; ahead (a list edited meanwhile) is fine.
 
     A Dask task costs the client (scheduler, futures, pickling) ~10 CPU-ms, ten times a
-    pool round trip, so chunks grow from `chunk` up to `max_chunk` files while they hold
-    under `chunk_bytes`: 40 files of a 1024x768 JPEG folder per task, 8 large photos.
-    Steady state, 2 local workers, 2 rounds on bench/scan.py's corpus: 8 files a task 186-210
-    files/s and 2.7 client CPU-s per 1,900 files; 32 files 228-258 and 1.2 s; the
-    process pool 231-272 in the same rounds.
+    pool round trip, so once every worker slot has had two tasks of `chunk` files (a
+    small scan still spreads over all workers), tasks grow up to `max_chunk` files while
+    they hold under `chunk_bytes`: ~40 files of a 1024x768 JPEG folder, 8 large photos.
+    Steady state, 2 local workers, 2 rounds on bench/scan.py's corpus: 8 files a task
+    186-210 files/s and 2.7 client CPU-s per 1,900 files; 32 a task 228-258 files/s and
+    1.2 s; 48 a task 232-246 and 0.9-1.0 s; the process pool 231-272 in the same rounds.
+    A task that fails (its worker died: a file that crashes the decoder) is retried file
+    by file, so only the culprit is reported `worker_crashed`.
     """
 
     def __init__(
@@ -794,8 +797,7 @@ class DaskBackend:
 
         pending: dict[Any, list[FileTask]] = {}
         ac = as_completed()
-        batches = _batches(items, self.chunk, most=self.max_chunk, small=self.chunk_bytes)
-        for batch in batches:
+        for batch in self._batches(items):
             tasks = [t for t in batch if isinstance(t, FileTask)]
             yield from (r for r in batch if isinstance(r, FileResult))
             if tasks:
@@ -809,11 +811,28 @@ class DaskBackend:
         for fut in ac:
             yield from self._collect(fut, pending)
 
+    def _batches(self, items: Iterator[Item | None]) -> Iterator[list[Item]]:
+        """`chunk` files a task until every worker slot has had two, then growing."""
+        items = iter(items)
+        sent = 0
+        for batch in _batches(items, self.chunk):
+            yield batch  # suspended here: `items` is not read past this batch
+            sent += any(isinstance(t, FileTask) for t in batch)
+            if sent >= 2 * self.slots:
+                break
+        yield from _batches(items, self.chunk, most=self.max_chunk, small=self.chunk_bytes)
+
     def _collect(self, fut: Any, pending: dict[Any, list[FileTask]]) -> Iterator[FileResult]:
         tasks = pending.pop(fut)
         try:
             version, results = fut.result()
         except Exception as e:  # KilledWorker (a file crashed workers repeatedly), ...
+            if len(tasks) > 1:  # which file it was is unknown: each alone, in turn
+                for t in tasks:
+                    single = self.client.submit(dask_check_chunk, [t], pure=False)
+                    pending[single] = [t]
+                    yield from self._collect(single, pending)
+                return
             for t in tasks:
                 yield FileResult.failed(t.path, ErrorKind.WORKER_CRASHED,
                                         f"{type(e).__name__}: {e}", t.size, t.mtime_ns)  # fmt: skip

@@ -172,6 +172,9 @@ def test_dask_tasks_carry_many_small_files_and_few_large_ones(
             backend.close()
         assert sorted(r.path for r in results) == sorted(str(p) for p in small.iterdir())
         assert sum(sizes) == 60 and max(sizes) > backend.chunk, sizes  # grown past 8
+        # ... but only once each of the 2 worker slots had two tasks: a small scan still
+        # spreads over every worker
+        assert len(sizes) > 4 and max(sizes[:4]) <= backend.chunk, sizes
         # files over the byte budget go `chunk` at a time
         sizes.clear()
         client.submit = counting_submit  # type: ignore[method-assign]
@@ -182,3 +185,37 @@ def test_dask_tasks_carry_many_small_files_and_few_large_ones(
             client.submit = submit  # type: ignore[method-assign]
             big.close()
         assert max(sizes) == 2, sizes
+
+
+def test_a_failed_task_is_retried_file_by_file(
+    data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    cluster: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task whose worker dies (KilledWorker) names no file: only the file that fails
+    on its own is reported `worker_crashed`, the others get their real result."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i:02d}.jpg").write_bytes(encode(smooth_image(i, (64, 48))))
+    culprit = str(folder / "07.jpg")
+    real = scan.dask_check_chunk
+
+    def dies_on_culprit(tasks: list[scan.FileTask]) -> Any:
+        if any(t.path == culprit for t in tasks):
+            raise RuntimeError("worker died")
+        return real(tasks)
+
+    monkeypatch.setattr(scan, "dask_check_chunk", dies_on_culprit)
+    with distributed.Client(cluster) as client:
+        backend = scan.DaskBackend(client, settings_for(data_dir), chunk=4)
+        try:
+            results = {r.path: r for r in scan.Scan([str(folder)], backend)}
+        finally:
+            backend.close()
+    assert len(results) == 20
+    crashed = {p for p, r in results.items() if r.error_kind == scan.ErrorKind.WORKER_CRASHED.value}
+    assert crashed == {culprit}
+    others = [r for p, r in results.items() if p != culprit]
+    assert all(r.error_kind is None and r.verdict is not None for r in others)
