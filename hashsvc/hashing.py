@@ -149,23 +149,34 @@ def pdq_dihedral(
     error of the other axis only (`_TWO_PASS`). Skipped when both axes sample centred.
     """
     axis = _flip_axis(pixels.shape[0], pixels.shape[1]) if second_pass else None
+    first, second, quality = _passes(pixels, engine, axis)
+    if axis is None or second is None:
+        return first, quality
+    passes = (first, second)
+    return tuple(passes[p][i] for p, i in _TWO_PASS_INDEX[axis]), quality
+
+
+def _passes(
+    pixels: np.ndarray, engine: PdqEngine, axis: int | None
+) -> tuple[tuple[Hash, ...], tuple[Hash, ...] | None, int]:
+    """(8 variants of the pixels, 8 of the pixels flipped along `axis` or None, quality)."""
     if engine == "sampled" and _sampled_input(pixels):
         from hashsvc import pdq_sampled  # both passes share the vertical filter stage
 
         bits, flipped_bits, quality = pdq_sampled.pdq_dihedral_passes(pixels, axis)
-        first = tuple(Hash.from_bits(SignalType.PDQ, b) for b in bits)
-        if flipped_bits is None or axis is None:
-            return first, quality
-        second = tuple(Hash.from_bits(SignalType.PDQ, b) for b in flipped_bits)
-        return tuple((first, second)[p][i] for p, i in _TWO_PASS_INDEX[axis]), quality
+        second = None if flipped_bits is None else _pdq_hashes(flipped_bits)
+        return _pdq_hashes(bits), second, quality
     first, quality = _dihedral_pass(pixels, engine)
     if axis is None:
-        return first, quality
+        return first, None, quality
     flipped = pixels[:, ::-1] if axis == 1 else pixels[::-1]  # our kernels copy it once
     if engine == "pdqhash":  # the binding reads a non-C-ordered array's luma scrambled
         flipped = np.ascontiguousarray(flipped)
-    passes = (first, _dihedral_pass(flipped, engine)[0])
-    return tuple(passes[p][i] for p, i in _TWO_PASS_INDEX[axis]), quality
+    return first, _dihedral_pass(flipped, engine)[0], quality
+
+
+def _pdq_hashes(bits: Iterable[np.ndarray]) -> tuple[Hash, ...]:
+    return tuple(Hash.from_bits(SignalType.PDQ, b) for b in bits)
 
 
 #: With a second pass over the image flipped along `axis` (1: left-right, 0: top-bottom),
@@ -222,7 +233,7 @@ def _dihedral_pass(pixels: np.ndarray, engine: PdqEngine) -> tuple[tuple[Hash, .
         import pdqhash
 
         variants, quality = pdqhash.compute_dihedral(pixels)
-        return tuple(Hash.from_bits(SignalType.PDQ, b) for b in variants), int(quality)
+        return _pdq_hashes(variants), int(quality)
     from hashsvc import pdq_fast
 
     if pixels.ndim == 3:
@@ -232,7 +243,7 @@ def _dihedral_pass(pixels: np.ndarray, engine: PdqEngine) -> tuple[tuple[Hash, .
     else:
         luma = np.ascontiguousarray(pixels, dtype=np.float32)
         bits, quality = pdq_fast.pdq_dihedral_from_luma(luma)
-    return tuple(Hash.from_bits(SignalType.PDQ, b) for b in bits), int(quality)
+    return _pdq_hashes(bits), int(quality)
 
 
 def phash(image: Image.Image, *, prereduce: bool = False) -> Hash:

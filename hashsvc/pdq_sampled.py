@@ -141,14 +141,8 @@ def pdq_dihedral_passes(
         flipped = np.ascontiguousarray(gray[:, ::-1] if flip_axis == 1 else gray[::-1])
         return first, pdq_fast.pdq_dihedral_from_gray_u8(flipped)[0], quality
     flips = ((False, False),) if flip_axis is None else ((False, False), _FLIP[flip_axis])
-    bits: list[np.ndarray] = []
-    quality = 0
-    for i, a64 in enumerate(buffers(gray, flips)):
-        out = np.zeros((8, 256), dtype=np.uint8)
-        q = pdq_fast._finish(a64, pdq_fast._DCT, True, out)
-        quality = q if i == 0 else quality
-        bits.append(out)
-    return bits[0], (bits[1] if len(bits) > 1 else None), int(quality)
+    (first, quality), *rest = (_finish(a64, True) for a64 in buffers(gray, flips))
+    return first, (rest[0][0] if rest else None), quality
 
 
 def pdq_from_gray_u8(gray: np.ndarray) -> tuple[np.ndarray, int]:
@@ -158,9 +152,15 @@ def pdq_from_gray_u8(gray: np.ndarray) -> tuple[np.ndarray, int]:
     if min(gray.shape) < MIN_SIDE:
         return pdq_fast.pdq_from_gray_u8(gray)
     (a64,) = buffers(gray, ((False, False),))
-    out = np.zeros((1, 256), dtype=np.uint8)
-    q = pdq_fast._finish(a64, pdq_fast._DCT, False, out)
-    return out[0], int(q)
+    bits, quality = _finish(a64, False)
+    return bits[0], quality
+
+
+def _finish(a64: np.ndarray, dihedral: bool) -> tuple[np.ndarray, int]:
+    """The 64x64 buffer -> (bits (8 or 1, 256), quality): pdq_fast's exact DCT, median
+    and bit order."""
+    out = np.zeros((8 if dihedral else 1, 256), dtype=np.uint8)
+    return out, int(pdq_fast._finish(a64, pdq_fast._DCT, dihedral, out))
 
 
 #: flip_axis (1: left-right, 0: top-bottom) -> (rows flipped, columns flipped)
