@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
+from hashsvc import robust
 from hashsvc.config import Settings
 from hashsvc.enrollment import enroll
 from hashsvc.hashing import HashPath, hash_media
@@ -74,6 +75,43 @@ def test_only_flat_borders_are_trimmed_from_real_photos() -> None:
                 assert (np.abs(strip.astype(int) - np.median(strip)) <= 12).mean() > 0.97, p.name
     assert trimmed == 2
     assert content_box(np.asarray(photo().convert("L"))) is None
+
+
+def test_the_edge_check_kernel_agrees_with_numpy_median() -> None:
+    """`_pure_line` (the fast reject of bar-free uploads) against the test it replaces:
+    np.median and a tolerance count, on lines near the tolerance and purity edges, of
+    odd and even lengths (where the median is the mean of two values)."""
+    rng = np.random.default_rng(7)
+    for _ in range(5000):
+        n = int(rng.integers(1, 300))
+        base = int(rng.integers(0, 256))
+        noisy = rng.random(n) < rng.random() * 0.1
+        spread = int(rng.integers(8, 30))
+        line = base + rng.integers(-spread, spread + 1, n) * noisy
+        line = np.clip(line, 0, 255).astype(np.uint8)
+        colour = np.median(line)
+        expected = (np.abs(line.astype(np.int16) - colour) <= robust.TOLERANCE).mean()
+        assert robust._pure_line(line) == (expected >= robust.PURE_SHARE), (n, base)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_content_box_skipping_impure_edges_changes_nothing(seed: int) -> None:
+    """The fast reject may only skip sides whose `_bar_run` is 0: compare with every
+    side measured in full, on generated images with and without bars."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(40, 400)), int(rng.integers(40, 400))
+    gray = rng.integers(0, 256, (h, w)).astype(np.uint8)
+    for side in range(4):
+        if rng.random() < 0.5:
+            k = int(rng.integers(1, max(2, min(h, w) // 3)))
+            fill = int(rng.integers(0, 256))
+            region = [gray[:k], gray[-k:], gray[:, :k], gray[:, -k:]][side]
+            region[...] = fill
+            region[rng.random(region.shape) < 0.01] = 0  # a pixel or two of noise
+    step = max(1, max(h, w) // 256)
+    small = gray[::step, ::step]
+    full = [robust._bar_run(lines) for lines in (small, small[::-1], small.T, small.T[::-1])]
+    assert all(p or run == 0 for p, run in zip(robust._pure_edges(small), full, strict=True))
 
 
 def test_crop_boxes_stay_inside_the_image() -> None:
