@@ -129,7 +129,7 @@ def content_box(gray: np.ndarray) -> Box | None:
     if h < 16 or w < 16:
         return None
     # measure on a strided subsample (<= ~256 px a side): borders are large features,
-    # and this keeps the check ~0.1 ms on the upload path
+    # and this keeps a side that has a bar at ~0.05 ms (a side without one: ~3 us)
     step = max(1, max(h, w) // 256)
     small = gray[::step, ::step]
     pure = _pure_edges(small)
