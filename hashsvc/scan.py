@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from hashsvc.config import Settings
+from hashsvc.containers import is_video
 from hashsvc.errors import HashsvcError, MediaRejected
-from hashsvc.video import is_video
 from hashsvc.walk import WalkError, iter_files
 
 if TYPE_CHECKING:
@@ -524,9 +524,9 @@ def warm_kernels() -> None:
         pass
 
 
-#: What a scan's forkserver imports once for every worker it forks (pool and local Dask).
-KERNEL_PRELOAD = ("hashsvc.scan", "hashsvc.matcher", "hashsvc.pdq_fast", "hashsvc.pdq_sampled",
-                  "hashsvc.search.kernels", "hashsvc._scan_preload")  # fmt: skip
+#: What a scan's forkserver imports once for every worker it forks (pool and local Dask):
+#: one module, which imports the worker's modules itself with the collector off.
+KERNEL_PRELOAD = ("hashsvc._scan_preload",)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -541,6 +541,22 @@ def _pool_context() -> multiprocessing.context.BaseContext:
         ctx.set_forkserver_preload(list(KERNEL_PRELOAD))
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def start_pool_server() -> None:
+    """Start the pool's forkserver now instead of with the first pool (the CLI calls this
+    before it opens the store and the results file).
+
+    A scan waits for that server's preload (numba, the kernels, `warm_kernels`: 1.3-1.6 s
+    from its start to the first worker's answer on a 2-core box) before its first file;
+    started early, it runs while this process does its own start-up. The
+    `ProcessBackend` created later forks its workers from this server. Without a
+    forkserver (spawn) there is nothing to start ahead.
+    """
+    if _pool_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 class ProcessBackend:
@@ -1129,7 +1145,7 @@ def open_results(path: Path, fmt: Format, *, resume: bool) -> tuple[ResultWriter
     back and a partial last line is cut off before appending.
     """
     previous: list[FileResult] = []
-    exists = path.exists() and path.stat().st_size > 0
+    exists = has_results(path)
     if exists and not resume:
         raise ScanError(f"{path} exists: use --resume to continue that scan, or remove it")
     if exists:
@@ -1141,6 +1157,11 @@ def open_results(path: Path, fmt: Format, *, resume: bool) -> tuple[ResultWriter
     stream = os.fdopen(fd, "w", encoding="utf-8", newline="")
     empty = os.fstat(fd).st_size == 0  # new, or only a partial header was there
     return ResultWriter(stream, fmt, header=empty), previous
+
+
+def has_results(path: Path) -> bool:
+    """Is there a results file to continue (or to refuse to overwrite) at `path`?"""
+    return path.exists() and path.stat().st_size > 0
 
 
 def file_id(path: Path) -> tuple[int, int] | None:

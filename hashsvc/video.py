@@ -4,9 +4,10 @@ This module owns every decision about untrusted video files, as media.py does fo
 images:
 
 - **Container allow-list by content.** The container is recognised from its first bytes
-  (MP4/MOV/3GP, Matroska/WebM, AVI, MPEG-TS) and FFmpeg is told which demuxer to use, so
-  it never probes its way into a playlist or concat demuxer that would open other files
-  or URLs. Decoding happens from a BytesIO: nothing is written to disk.
+  (MP4/MOV/3GP, Matroska/WebM, AVI, MPEG-TS; `hashsvc.containers`, re-exported here)
+  and FFmpeg is told which demuxer to use, so it never probes its way into a playlist
+  or concat demuxer that would open other files or URLs. Decoding happens from a
+  BytesIO: nothing is written to disk.
 - **Codec allow-list**: H.264, HEVC, VP8, VP9, AV1, MPEG-4 part 2, MPEG-1/2, MJPEG.
 - **Caps from the container before decoding**: frame size, duration and frame count
   (`VideoLimits`); the same caps are enforced again while decoding, since a container
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from hashsvc import hashing
+from hashsvc.containers import container_of as container_of
+from hashsvc.containers import is_video as is_video
 from hashsvc.errors import MediaRejected
 from hashsvc.signals import Hash
 from hashsvc.vpdq import Frame, collapse_repeats, unique_hashes
@@ -111,37 +114,6 @@ class VideoHashes:
     def from_frames(cls, frames: Sequence[Frame]) -> VideoHashes:
         """A precomputed vPDQ hash (no bytes digests, no container facts)."""
         return cls(md5=None, sha256=None, frames=tuple(frames))
-
-
-def container_of(data: bytes | memoryview) -> str | None:
-    """The FFmpeg demuxer for these bytes, or None when they are no video we accept.
-
-    Cheap (looks at a few bytes, imports nothing): adapters call it on every upload to
-    route videos here and everything else to the image path.
-    """
-    head = bytes(data[:16])
-    if len(head) < 12:
-        return None
-    box = head[4:8]
-    if box == b"ftyp":
-        brand = head[8:12]
-        # HEIF/AVIF stills use ftyp too: those are images
-        if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis"):
-            return None
-        return "mov"
-    if box in (b"moov", b"mdat", b"wide", b"free", b"skip") and head[:4] != b"RIFF":
-        return "mov"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "avi"
-    if head[0] == 0x47 and len(data) >= 377 and data[188] == 0x47 and data[376] == 0x47:
-        return "mpegts"
-    return None
-
-
-def is_video(data: bytes | memoryview) -> bool:
-    return container_of(data) is not None
 
 
 def probe(data: bytes, limits: VideoLimits = VideoLimits()) -> VideoInfo:

@@ -618,6 +618,69 @@ def test_workers_start_with_the_kernels_loaded(data_dir: Path) -> None:
         backend.close()
 
 
+def _collector_state() -> tuple[bool, int]:
+    """Runs in a pool worker."""
+    import gc
+
+    return gc.isenabled(), gc.get_freeze_count()
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="workers inherit a frozen heap only from a forkserver",
+)
+def test_workers_inherit_the_preload_frozen_and_the_collector_on(data_dir: Path) -> None:
+    """The forkserver's preload runs with the collector off and freezes what it made
+    (hashsvc._scan_preload): a worker's collections must not walk numba's objects, and
+    must still run for its own."""
+    backend = scan.ProcessBackend(settings_for(data_dir), workers=1)
+    try:
+        enabled, frozen = backend._pool.submit(_collector_state).result(timeout=60)
+    finally:
+        backend.close()
+    assert enabled
+    assert frozen > 50_000  # ~170k: numba's typing and dispatch objects, the kernels
+
+
+def test_the_scan_process_imports_no_hashing_code() -> None:
+    """The scan's own process walks, sniffs file heads and writes lines; numba, numpy,
+    Pillow and the video code are the workers' (importing them here cost ~0.2 s)."""
+    heavy = ("numba", "numpy", "PIL", "hashsvc.video", "hashsvc.hashing")
+    code = (
+        "import sys\nimport hashsvc.cli, hashsvc.cli.scan, hashsvc.scan\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_the_pool_server_starts_early_only_for_a_pool_scan_that_will_run(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scan` starts the pool's forkserver before its own checks, so the kernels load
+    meanwhile; not for --workers 0 or Dask (whose server needs Dask's preload too), and
+    not when a check is bound to refuse the scan (the server would outlive the error)."""
+    from hashsvc.cli.scan import _pool_workers
+
+    started: list[bool] = []
+    monkeypatch.setattr(scan, "start_pool_server", lambda: started.append(True))
+    root = _write(tmp_path / "t", {"a.jpg": encode(_img(420))})
+    got, output = cli(data_dir, str(root), "--workers", "1", "--quiet")
+    assert got == 0 and started == [True], output
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"path": "earlier"}\n')
+    for args in (["--workers", "0"], ["--out", str(out)]):
+        started.clear()
+        got, output = cli(data_dir, str(root), *args, "--quiet")
+        assert not started, (args, output)
+    started.clear()
+    got, _ = cli(tmp_path / "typo", str(root), "--workers", "1")
+    assert got == 2 and not started
+    assert _pool_workers(3, None, None) == 3
+    assert _pool_workers(3, None, 2) == _pool_workers(None, "tcp://h:8786", None) == 0
+
+
 _FAULTS_SCRIPT = """
 import resource
 import sys

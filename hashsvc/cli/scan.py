@@ -88,6 +88,10 @@ def scan_cmd(
     # absolute: Dask workers (and their cwd) may be elsewhere
     settings = settings.with_(data_dir=Path(settings.data_dir).resolve())
     only = frozenset(s.strip() for s in lists.split(",") if s.strip()) if lists else None
+    if _pool_workers(workers, scheduler, dask_local) and _will_start(settings, out, resume):
+        # the pool's server loads the kernels while this process checks the lists and
+        # opens the results file
+        scan.start_pool_server()
     version = _check_lists(settings, only)
 
     stats: ScanStats | None = None
@@ -194,7 +198,7 @@ def _backend(
             finally:
                 dask_backend.close()
         return
-    n = _cores() if workers is None else workers
+    n = _pool_workers(workers, scheduler, dask_local)
     local: Backend
     if n == 0:
         local = scan.InlineBackend(settings, only)
@@ -204,6 +208,27 @@ def _backend(
         yield local
     finally:
         local.close()
+
+
+def _will_start(settings: Settings, out: Path | None, resume: bool) -> bool:
+    """False when a check before the pool is bound to refuse the scan: no store, or a
+    results file that is not to be continued. Then the pool's server is not started
+    early: it would go on with its preload after the error message, holding this
+    process's stdout and stderr open (a caller reading them would wait for it)."""
+    from hashsvc import scan
+
+    try:
+        return settings.db_path.exists() and (resume or out is None or not scan.has_results(out))
+    except OSError:  # e.g. no permission: the check itself reports it, as before
+        return False
+
+
+def _pool_workers(workers: int | None, scheduler: str | None, dask_local: int | None) -> int:
+    """How many worker processes the local pool gets (0: checks run in this process, or
+    on Dask)."""
+    if scheduler or dask_local:
+        return 0
+    return _cores() if workers is None else workers
 
 
 def _cores() -> int:
