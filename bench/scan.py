@@ -164,7 +164,11 @@ def single_core_rates(files: list[Path], sample: int) -> dict[str, tuple[float, 
     }
     out: dict[str, tuple[float, float]] = {}
     for name, fn in runs.items():
-        fn(0)  # warm: numba kernels, caches
+        # warm on the whole sample, not one file: a kernel that only some files need (the
+        # RGB check of a rotated or mirrored match) loads on its first use, ~0.3-1 s that
+        # once showed up as ~2 ms per file in a 200-file baseline
+        for i in range(len(paths)):
+            fn(i)
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(len(paths)):
             fn(i)
