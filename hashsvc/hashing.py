@@ -329,7 +329,7 @@ def _trimmed(
 
     pixels = decoded.array()
     gray = pixels if pixels.ndim == 2 else np.asarray(decoded.image.convert("L"))
-    box = content_box(gray)
+    box = content_box(gray, kernel=engine != "pdqhash")
     if box is None:
         return {}
     left, top, right, bottom = box

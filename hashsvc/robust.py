@@ -16,7 +16,6 @@ bench/robustness.py measures what each costs in false matches.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 #: A row/column belongs to a border when this share of its pixels is within TOLERANCE of
 #: the border colour; caption text covers far less than 40% of most caption bars' rows.
@@ -80,50 +79,28 @@ def _pure_end(share: np.ndarray) -> int:
     return int(pure[-1]) + 1
 
 
-@njit(cache=True, nogil=True)
-def _pure_line(line: np.ndarray) -> bool:
-    """`_bar_run`'s first test on one uint8 line: >= PURE_SHARE of its pixels within
-    TOLERANCE of its median (np.median's value: the mean of the two middle ones)."""
-    n = line.shape[0]
-    hist = np.zeros(256, np.int64)
-    for i in range(n):
-        hist[line[i]] += 1
-    lo_rank, hi_rank = (n - 1) // 2, n // 2
-    lo = hi = -1
-    seen = 0
-    for v in range(256):
-        seen += hist[v]
-        if lo < 0 and seen > lo_rank:
-            lo = v
-        if seen > hi_rank:
-            hi = v
-            break
-    colour = (lo + hi) / 2.0
-    near = 0
-    for v in range(256):
-        if abs(v - colour) <= TOLERANCE:
-            near += hist[v]
-    return near / n >= PURE_SHARE
-
-
 def _pure_edges(small: np.ndarray) -> tuple[bool, bool, bool, bool]:
     """Whether each edge line (top, bottom, left, right) is pure, the test `_bar_run`
     starts with: one small kernel per side instead of several numpy calls (~150 us per
     upload, and most uploads have no bar at all)."""
+    from hashsvc.robust_edges import pure_line
+
     return (
-        _pure_line(np.ascontiguousarray(small[0])),
-        _pure_line(np.ascontiguousarray(small[-1])),
-        _pure_line(np.ascontiguousarray(small[:, 0])),
-        _pure_line(np.ascontiguousarray(small[:, -1])),
+        pure_line(np.ascontiguousarray(small[0])),
+        pure_line(np.ascontiguousarray(small[-1])),
+        pure_line(np.ascontiguousarray(small[:, 0])),
+        pure_line(np.ascontiguousarray(small[:, -1])),
     )
 
 
-def content_box(gray: np.ndarray) -> Box | None:
+def content_box(gray: np.ndarray, *, kernel: bool = True) -> Box | None:
     """The box inside added borders/caption bars, or None when there are none.
 
     `gray` is a uint8 (H, W) luma plane. Each side is measured independently from the
     edge inwards; a side counts only if it trims >= MIN_TRIM of the dimension, and the
     result must keep >= MIN_KEEP of each dimension (else it was not a border).
+    `kernel=False` skips the numba edge test (same answer): a caller that hashes a few
+    files without numba (`hashsvc match`, engine "pdqhash") must not load it for this.
     """
     h, w = gray.shape
     if h < 16 or w < 16:
@@ -132,7 +109,7 @@ def content_box(gray: np.ndarray) -> Box | None:
     # and this keeps a side that has a bar at ~0.05 ms (a side without one: ~3 us)
     step = max(1, max(h, w) // 256)
     small = gray[::step, ::step]
-    pure = _pure_edges(small)
+    pure = _pure_edges(small) if kernel else (True, True, True, True)
     if not any(pure):  # the common upload: no side starts with a bar
         return None
     top, bottom, left, right = (

@@ -14,6 +14,7 @@ from hashsvc.enrollment import enroll
 from hashsvc.hashing import HashPath, hash_media
 from hashsvc.matcher import Matcher
 from hashsvc.robust import content_box, crop_boxes
+from hashsvc.robust_edges import pure_line
 from hashsvc.store import Store
 from tests.conftest import PDQ_DATA, encode
 
@@ -78,7 +79,7 @@ def test_only_flat_borders_are_trimmed_from_real_photos() -> None:
 
 
 def test_the_edge_check_kernel_agrees_with_numpy_median() -> None:
-    """`_pure_line` (the fast reject of bar-free uploads) against the test it replaces:
+    """`pure_line` (the fast reject of bar-free uploads) against the test it replaces:
     np.median and a tolerance count, on lines near the tolerance and purity edges, of
     odd and even lengths (where the median is the mean of two values)."""
     rng = np.random.default_rng(7)
@@ -91,7 +92,7 @@ def test_the_edge_check_kernel_agrees_with_numpy_median() -> None:
         line = np.clip(line, 0, 255).astype(np.uint8)
         colour = np.median(line)
         expected = (np.abs(line.astype(np.int16) - colour) <= robust.TOLERANCE).mean()
-        assert robust._pure_line(line) == (expected >= robust.PURE_SHARE), (n, base)
+        assert pure_line(line) == (expected >= robust.PURE_SHARE), (n, base)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -112,6 +113,22 @@ def test_content_box_skipping_impure_edges_changes_nothing(seed: int) -> None:
     small = gray[::step, ::step]
     full = [robust._bar_run(lines) for lines in (small, small[::-1], small.T, small.T[::-1])]
     assert all(p or run == 0 for p, run in zip(robust._pure_edges(small), full, strict=True))
+
+
+def test_content_box_is_the_same_without_the_kernel() -> None:
+    """`kernel=False` (callers that must not load numba) measures every side in numpy:
+    the same boxes, bars or none, as the kernel's fast reject."""
+    img = photo()
+    cases = [img, ImageOps.expand(img, border=(40, 25, 40, 25), fill=(200, 30, 90))]
+    for p in sorted((PDQ_DATA / "reg-test-input" / "labelme-subset").glob("*.jpg"))[:30]:
+        cases.append(Image.open(p))
+    boxes = 0
+    for case in cases:
+        gray = np.asarray(case.convert("L"))
+        box = content_box(gray)
+        assert box == content_box(gray, kernel=False)
+        boxes += box is not None
+    assert 0 < boxes < len(cases)
 
 
 def test_crop_boxes_stay_inside_the_image() -> None:
