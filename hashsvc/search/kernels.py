@@ -119,7 +119,7 @@ def _extract(c: np.ndarray, base: int, start: int, length: int) -> np.uint64:
 
 # --------------------------------------------------------------------------- flat scan
 
-_BLOCK = 256  # rows per block of the scan: a block's hits stay in L1
+_BLOCK = 256  # rows per block of the scan: its distances and hits stay in L1
 
 
 @njit(cache=True, nogil=True)
@@ -132,20 +132,6 @@ def _append_block(
     out_ids[cnt : cnt + nb] = bi[:nb]
     out_d[cnt : cnt + nb] = bd[:nb]
     return out_ids, out_d, cnt + nb
-
-
-@njit(cache=True, nogil=True)
-def _dist(c: np.ndarray, W: int, i: int, q: np.ndarray) -> int:
-    """Hamming distance of row ``i`` (``W`` == 1 or 4 words) to ``q``."""
-    if W == 1:
-        return _ctpop(c[i] ^ q[0])
-    b = 4 * i
-    return (
-        _ctpop(c[b] ^ q[0])
-        + _ctpop(c[b + 1] ^ q[1])
-        + _ctpop(c[b + 2] ^ q[2])
-        + _ctpop(c[b + 3] ^ q[3])
-    )
 
 
 @njit(cache=True, nogil=True)
@@ -162,26 +148,38 @@ def flat_scan(
     cnt: int,
     bi: np.ndarray,
     bd: np.ndarray,
+    dist: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Append every live row of ``c[:n]`` within ``radius`` of ``q`` (brute force).
 
-    Two passes per block of rows: a branch-free pass that only counts the rows within
-    ``radius`` (LLVM vectorises it), then only for a block that has one, a pass that
-    computes the distances again and collects the hits into a block-sized buffer. Hits
-    are rare (a pHash query at 1M rows and 16 bits has ~40), so the second pass costs
-    ~1% of the first; storing every distance in the first pass instead cost 20-25% of a
-    64-bit scan. Hits never touch the growable output inside the row loops: an array
-    that may be reallocated inside a loop costs numba reference-count traffic on every
-    iteration (measured 4x slower with ~500 hits per query). ``bi``/``bd`` are
-    caller-owned scratch of ``_BLOCK`` entries.
+    Two passes per block of rows: a branch-free pass counting the rows within ``radius``
+    (LLVM vectorises it), then only for a block that has one, a pass collecting the hits
+    into a block-sized buffer. For 256-bit codes the first pass also stores each
+    distance for the second to read; for 64-bit codes that store cost more than the
+    popcount it saves (8-14% of a 1M pHash scan, the corroboration search of every
+    upload), so the second pass computes the distances again: hits are rare there (~40
+    per query at 1M rows and 16 bits), while a 256-bit scan may be a dense cluster's
+    fallback with a hit in every block. Hits never touch the growable output inside the
+    row loops: an array that may be reallocated inside a loop costs numba
+    reference-count traffic on every iteration (measured 4x slower with ~500 hits per
+    query). ``bi``/``bd``/``dist`` are caller-owned scratch of ``_BLOCK`` entries.
     """
     for s in range(0, n, _BLOCK):
         e = min(s + _BLOCK, n)
         hit = 0
+        nb = 0
         if W == 1:
             q0 = q[0]
             for i in range(s, e):
                 hit += np.int64(_ctpop(c[i] ^ q0) <= radius)
+            if hit == 0:
+                continue
+            for i in range(s, e):
+                d = _ctpop(c[i] ^ q0)
+                if d <= radius and not dead[i]:
+                    bi[nb] = ids[i]
+                    bd[nb] = d
+                    nb += 1
         else:  # W == 4 (the index only supports 64- and 256-bit codes)
             q0, q1, q2, q3 = q[0], q[1], q[2], q[3]
             for i in range(s, e):
@@ -192,16 +190,16 @@ def flat_scan(
                     + _ctpop(c[b + 2] ^ q2)
                     + _ctpop(c[b + 3] ^ q3)
                 )
+                dist[i - s] = d
                 hit += np.int64(d <= radius)
-        if hit == 0:
-            continue
-        nb = 0
-        for i in range(s, e):
-            d = _dist(c, W, i, q)
-            if d <= radius and not dead[i]:
-                bi[nb] = ids[i]
-                bd[nb] = d
-                nb += 1
+            if hit == 0:
+                continue
+            for i in range(s, e):
+                d = dist[i - s]
+                if d <= radius and not dead[i]:
+                    bi[nb] = ids[i]
+                    bd[nb] = d
+                    nb += 1
         if nb:
             out_ids, out_d, cnt = _append_block(out_ids, out_d, cnt, bi, bd, nb)
     return out_ids, out_d, cnt
@@ -233,6 +231,7 @@ def flat_batch(
     cnt = 0
     bi = np.empty(_BLOCK, np.int64)
     bd = np.empty(_BLOCK, np.int32)
+    dist = np.empty(_BLOCK, np.int32)
     blk = 4096 if nq > 1 else max(n, 1)  # a single query needs no row blocking
     for s in range(0, n, blk):
         e = min(s + blk, n)
@@ -253,6 +252,7 @@ def flat_batch(
                 cnt,
                 bi,
                 bd,
+                dist,
             )
             ti, td, cnt = ti2, td2, cnt2
             if cnt > tq.shape[0]:
