@@ -147,9 +147,8 @@ def http_floor(script: Path, clients: int = 32, duration: int = 8) -> dict[str, 
         proc.wait(30)
 
 
-def tmp_floor_script(token: str, bodies: list[bytes]) -> Path:
-    """The single-lookup wrk script (same bodies and headers) in a fresh temp dir."""
-    tmp = Path(tempfile.mkdtemp(prefix="hashsvc-floor-"))
+def floor_script(tmp: Path, token: str, bodies: list[bytes]) -> Path:
+    """The single-lookup wrk script (same bodies and headers), written under `tmp`."""
     listing = write_bodies(tmp, "floor", bodies)
     script = tmp / "floor.lua"
     script.write_text(
@@ -391,8 +390,10 @@ def main() -> None:
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    with tempfile.TemporaryDirectory(prefix="hashsvc-floor-") as floor_tmp:
+        floor = http_floor(floor_script(Path(floor_tmp), token, singles))
     refs = {
-        "http_floor": http_floor(tmp_floor_script(token, singles)),
+        "http_floor": floor,
         "hash": hashing_reference(photos),
         "match_cpu": match_reference(data_dir, photos),
         "search": search_reference(data_dir, batch_codes[:2000]),

@@ -12,13 +12,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hashsvc.robust import PURE_SHARE, TOLERANCE
-
 
 @njit(cache=True, nogil=True)
-def pure_line(line: np.ndarray) -> bool:
-    """`_bar_run`'s first test on one uint8 line: >= PURE_SHARE of its pixels within
-    TOLERANCE of its median (np.median's value: the mean of the two middle ones)."""
+def pure_line(line: np.ndarray, tolerance: int, pure_share: float) -> bool:
+    """`_bar_run`'s first test on one uint8 line: >= `pure_share` of its pixels within
+    `tolerance` of its median (np.median's value: the mean of the two middle ones).
+
+    The thresholds are arguments, not robust's constants read here: numba bakes global
+    values into its on-disk cache, which is keyed on this file only, so a retuned
+    constant in robust.py would have kept its old value in the kernel."""
     n = line.shape[0]
     hist = np.zeros(256, np.int64)
     for i in range(n):
@@ -36,6 +38,6 @@ def pure_line(line: np.ndarray) -> bool:
     colour = (lo + hi) / 2.0
     near = 0
     for v in range(256):
-        if abs(v - colour) <= TOLERANCE:
+        if abs(v - colour) <= tolerance:
             near += hist[v]
-    return near / n >= PURE_SHARE
+    return near / n >= pure_share

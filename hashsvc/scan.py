@@ -556,7 +556,10 @@ def start_pool_server() -> None:
     if _pool_context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        # a server that cannot start now (e.g. its socket path under a long TMPDIR) is
+        # started, or reported, by the pool as before
+        with suppress(OSError):
+            forkserver.ensure_running()
 
 
 class ProcessBackend:

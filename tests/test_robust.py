@@ -92,7 +92,9 @@ def test_the_edge_check_kernel_agrees_with_numpy_median() -> None:
         line = np.clip(line, 0, 255).astype(np.uint8)
         colour = np.median(line)
         expected = (np.abs(line.astype(np.int16) - colour) <= robust.TOLERANCE).mean()
-        assert pure_line(line) == (expected >= robust.PURE_SHARE), (n, base)
+        assert pure_line(line, robust.TOLERANCE, robust.PURE_SHARE) == (
+            expected >= robust.PURE_SHARE
+        ), (n, base)
 
 
 @pytest.mark.parametrize("seed", range(40))

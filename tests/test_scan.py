@@ -658,9 +658,10 @@ def test_the_scan_process_imports_no_hashing_code() -> None:
 def test_the_pool_server_starts_early_only_for_a_pool_scan_that_will_run(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`scan` starts the pool's forkserver before its own checks, so the kernels load
-    meanwhile; not for --workers 0 or Dask (whose server needs Dask's preload too), and
-    not when a check is bound to refuse the scan (the server would outlive the error)."""
+    """`scan` starts the pool's forkserver before it opens the results file and walks,
+    so the kernels load meanwhile; not for --workers 0 or Dask (whose server needs Dask's
+    preload too), and not for a scan a check refuses (a missing store, an unknown list,
+    a results file without --resume): the server would outlive the error."""
     from hashsvc.cli.scan import _pool_workers
 
     started: list[bool] = []
@@ -676,6 +677,8 @@ def test_the_pool_server_starts_early_only_for_a_pool_scan_that_will_run(
         assert not started, (args, output)
     started.clear()
     got, _ = cli(tmp_path / "typo", str(root), "--workers", "1")
+    assert got == 2 and not started
+    got, _ = cli(data_dir, str(root), "--workers", "1", "--lists", "no-such-list")
     assert got == 2 and not started
     assert _pool_workers(3, None, None) == 3
     assert _pool_workers(3, None, 2) == _pool_workers(None, "tcp://h:8786", None) == 0

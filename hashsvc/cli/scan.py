@@ -88,11 +88,12 @@ def scan_cmd(
     # absolute: Dask workers (and their cwd) may be elsewhere
     settings = settings.with_(data_dir=Path(settings.data_dir).resolve())
     only = frozenset(s.strip() for s in lists.split(",") if s.strip()) if lists else None
-    if _pool_workers(workers, scheduler, dask_local) and _will_start(settings, out, resume):
-        # the pool's server loads the kernels while this process checks the lists and
-        # opens the results file
-        scan.start_pool_server()
     version = _check_lists(settings, only)
+    if _pool_workers(workers, scheduler, dask_local) and _will_start(out, resume):
+        # the pool's server loads the kernels while this process opens the results file
+        # and sets up the walk (after the list check: a refused scan must not leave it
+        # loading, holding the caller's stdout and stderr open)
+        scan.start_pool_server()
 
     stats: ScanStats | None = None
     interrupted = False
@@ -210,15 +211,16 @@ def _backend(
         local.close()
 
 
-def _will_start(settings: Settings, out: Path | None, resume: bool) -> bool:
-    """False when a check before the pool is bound to refuse the scan: no store, or a
-    results file that is not to be continued. Then the pool's server is not started
-    early: it would go on with its preload after the error message, holding this
-    process's stdout and stderr open (a caller reading them would wait for it)."""
+def _will_start(out: Path | None, resume: bool) -> bool:
+    """False when the results-file check is bound to refuse the scan (a results file
+    that is not to be continued). Then the pool's server is not started early: it would
+    go on with its preload after the error message, holding this process's stdout and
+    stderr open (a caller reading them would wait for it). The store and lists are
+    checked before this is asked."""
     from hashsvc import scan
 
     try:
-        return settings.db_path.exists() and (resume or out is None or not scan.has_results(out))
+        return resume or out is None or not scan.has_results(out)
     except OSError:  # e.g. no permission: the check itself reports it, as before
         return False
 
