@@ -12,15 +12,16 @@ of its originals enrolled in bench/_data/scan-index/ so that matches happen too.
 Each configuration runs the real CLI in a subprocess; "wall" is the whole command
 (interpreter, worker or cluster start-up, scan, shutdown), "scan" is the scan's own
 clock from its summary line (from the first file listed to the last result), "CPU" the
-user+system time of all its processes. Runs are interleaved across configurations so
-that background load hits them alike; the table shows medians. Writes
-bench/RESULTS-scan.md.
+user+system time of all its processes. Runs are interleaved across configurations, and
+with the in-process single-core baseline (measured again in every round), so that
+background load hits them alike; the tables show medians. Writes bench/RESULTS-scan.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import re
 import statistics
@@ -162,20 +163,37 @@ def single_core_rates(files: list[Path], sample: int) -> dict[str, tuple[float, 
             paths[i].read_bytes()
         ),
     }
-    out: dict[str, tuple[float, float]] = {}
-    for name, fn in runs.items():
-        # warm on the whole sample, not one file: a kernel that only some files need (the
-        # RGB check of a rotated or mirrored match) loads on its first use, ~0.3-1 s that
-        # once showed up as ~2 ms per file in a 200-file baseline
+    # warm on the whole sample, not one file: a kernel that only some files need (the
+    # RGB check of a rotated or mirrored match) loads on its first use, ~0.3-1 s that
+    # once showed up as ~2 ms per file in a 200-file baseline
+    for fn in runs.values():
         for i in range(len(paths)):
             fn(i)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for i in range(len(paths)):
+    # the pipelines take turns file by file, so a drift of the box's speed during the
+    # measurement hits all three alike
+    wall = dict.fromkeys(runs, 0.0)
+    cpu = dict.fromkeys(runs, 0.0)
+    for i in range(len(paths)):
+        for name, fn in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(i)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        out[name] = (len(paths) / wall, len(paths) / cpu)
+            wall[name] += time.perf_counter() - t0
+            cpu[name] += time.process_time() - c0
     matcher.close()
-    return out
+    return {name: (len(paths) / wall[name], len(paths) / cpu[name]) for name in runs}
+
+
+def isolated_single_core_rates(n_files: int, sample: int) -> dict[str, tuple[float, float]]:
+    """`single_core_rates` in a fresh process: run between the scans of each round, and
+    apart from this process, whose CPU clock also counts the warm cluster's scheduler
+    threads."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--baseline-only", "--files", str(n_files),
+         "--sample", str(sample)],
+        capture_output=True, text=True, check=True, env=SCAN_ENV,
+    )  # fmt: skip
+    rates = json.loads(out.stdout.strip().splitlines()[-1])
+    return {k: (float(v[0]), float(v[1])) for k, v in rates.items()}
 
 
 CONFIGS = {
@@ -256,15 +274,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sample", type=int, default=200, help="files for the single-core rate")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-scan.md")
+    ap.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     files = build_corpus(args.files)
+    if args.baseline_only:  # isolated_single_core_rates' child: one JSON line
+        print(json.dumps(single_core_rates(files, args.sample)))
+        return
     loads = [os.getloadavg()[0]]
-    single = single_core_rates(files, args.sample)
+    rounds: list[dict[str, tuple[float, float]]] = []
     runs: dict[str, list[Run]] = {k: [] for k in CONFIGS}
     steady: dict[str, list[float]] = {k: [] for k in STEADY}
     with _warm_cluster(files) as scheduler:
         for r in range(args.repeat):
+            # the baseline too in every round, between the scans: the box's speed drifts
+            # by up to 1.4x within minutes, and a baseline measured once before all the
+            # scans once put the same scan rates at 1.03x or 1.44x of it
+            rounds.append(isolated_single_core_rates(args.files, args.sample))
             for name, extra in CONFIGS.items():
                 runs[name].append(run_once([a.format(scheduler=scheduler) for a in extra]))
                 wall, scan_s, code, load, cpu = runs[name][-1]
@@ -274,6 +300,10 @@ def main() -> None:
         for name, rate in steady_rates(scheduler, args.repeat).items():
             steady[name] = rate
     loads.append(os.getloadavg()[0])
+    single = {
+        k: (statistics.median(r[k][0] for r in rounds), statistics.median(r[k][1] for r in rounds))
+        for k in rounds[0]
+    }
     text = report(args, len(files), single, runs, loads, steady)
     print(text)
     args.out.write_text(text + "\n")
@@ -370,7 +400,8 @@ def report(
         "mirrored and rotated re-encodes at quality 55-95; "
         f"{KNOWN} originals enrolled in a `block` list. Median of {args.repeat} interleaved runs.",
         "",
-        f"### Single core, in process, warm ({args.sample} files; the baseline)",
+        f"### Single core, in process, warm ({args.sample} files; the baseline, measured in "
+        f"every round between the scans: median of {args.repeat})",
         "",
         "| pipeline | files/s (wall) | files per CPU-second |",
         "|---|---|---|",
