@@ -100,11 +100,17 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    wait_ready(proc, port, 300)
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, seconds: float) -> None:
+    """Until 8 fresh connections in a row get 200 from /readyz: both workers serving."""
     import httpx
 
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + seconds
     streak = 0
-    while streak < 8:  # fresh connections in a row: both workers loaded
+    while streak < 8:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit("server did not start")
         try:
@@ -113,7 +119,6 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
             ok = False
         streak = streak + 1 if ok else 0
         time.sleep(0.05 if ok else 0.5)
-    return proc
 
 
 def http_floor(script: Path, clients: int = 32, duration: int = 8) -> dict[str, float]:
@@ -130,16 +135,7 @@ def http_floor(script: Path, clients: int = 32, duration: int = 8) -> dict[str, 
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the no-op server did not start") from None
-                time.sleep(0.2)
-        time.sleep(1.0)  # both workers accepting
+        wait_ready(proc, port, 60)  # the do-nothing app answers /readyz 200 like any path
         run_wrk(port, script, 8, 2, proc)  # warm-up
         return run_wrk(port, script, clients, duration, proc)
     finally:
@@ -147,14 +143,13 @@ def http_floor(script: Path, clients: int = 32, duration: int = 8) -> dict[str, 
         proc.wait(30)
 
 
-def floor_script(tmp: Path, token: str, bodies: list[bytes]) -> Path:
-    """The single-lookup wrk script (same bodies and headers), written under `tmp`."""
-    listing = write_bodies(tmp, "floor", bodies)
-    script = tmp / "floor.lua"
-    script.write_text(
-        LUA % {"ctype": "application/json", "token": token, "path": "/v1/match/hashes",
-               "listing": listing}
-    )  # fmt: skip
+def wrk_script(
+    tmp: Path, name: str, token: str, path: str, ctype: str, bodies: list[bytes]
+) -> Path:
+    """wrk's Lua script for one scenario (its bodies written under `tmp`)."""
+    listing = write_bodies(tmp, name, bodies)
+    script = tmp / f"{name}.lua"
+    script.write_text(LUA % {"ctype": ctype, "token": token, "path": path, "listing": listing})
     return script
 
 
@@ -375,11 +370,7 @@ def main() -> None:
     proc = start_server(data_dir, port)
     try:
         for name, (path, ctype, bodies) in scenarios.items():
-            listing = write_bodies(tmp, name, bodies)
-            script = tmp / f"{name}.lua"
-            script.write_text(
-                LUA % {"ctype": ctype, "token": token, "path": path, "listing": listing}
-            )
+            script = wrk_script(tmp, name, token, path, ctype, bodies)
             run_wrk(port, script, 8, 2, proc)  # warm-up
             results[name] = {}
             for c in CLIENTS:
@@ -391,7 +382,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     with tempfile.TemporaryDirectory(prefix="hashsvc-floor-") as floor_tmp:
-        floor = http_floor(floor_script(Path(floor_tmp), token, singles))
+        path, ctype, _ = scenarios["single"]  # the same requests as scenario (a)
+        floor = http_floor(wrk_script(Path(floor_tmp), "floor", token, path, ctype, singles))
     refs = {
         "http_floor": floor,
         "hash": hashing_reference(photos),
