@@ -545,7 +545,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 def start_pool_server() -> None:
     """Start the pool's forkserver now instead of with the first pool (the CLI calls this
-    before it opens the store and the results file).
+    after the list check, before it opens the results file and walks).
 
     A scan waits for that server's preload (numba, the kernels, `warm_kernels`: 1.3-1.6 s
     from its start to the first worker's answer on a 2-core box) before its first file;
