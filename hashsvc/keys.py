@@ -162,21 +162,37 @@ class KeyRing:
     """Active keys held in memory so authenticating a request costs a dict lookup and a
     SHA-256, not a database read. `reload()` (the API's refresher calls it every tick)
     makes a revocation effective within one tick; a key created since the last reload is
-    found by a fallback read (`authenticate_slow`)."""
+    found by a fallback read (`authenticate_slow`).
+
+    A reload first reads a fingerprint of the active set (how many, the sum and the
+    largest of their ids) and rebuilds the ring only when it moved. Keys are never
+    deleted and ids only grow, so a creation or a revocation always moves it (a revoke
+    plus a create in one tick: the count stays, the sum grows). Why: rebuilding every
+    key each tick cost a worker 2.4-2.6 ms of CPU per 0.5 s with 170 keys (bench/api.py's
+    data dir), the same work every time."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
         self._by_prefix: dict[str, tuple[ApiKey, bytes]] = {}
+        self._fingerprint: tuple[object, ...] | None = None
 
     def reload(self) -> None:
         with self.store.reading() as conn:
+            fingerprint = tuple(
+                conn.execute(
+                    "SELECT count(*), total(id), max(id) FROM api_keys WHERE revoked_at IS NULL"
+                ).fetchone()
+            )
+            if fingerprint == self._fingerprint:
+                return
             rows = conn.execute(
                 f"SELECT {_COLS}, key_hash FROM api_keys WHERE revoked_at IS NULL"
             ).fetchall()
         fresh = {r[2]: (_key(r[:-1]), bytes(r[-1])) for r in rows}
         with self._lock:
             self._by_prefix = fresh
+            self._fingerprint = fingerprint
 
     def authenticate_cached(self, token: str) -> ApiKey | None | bool:
         """The key, None for a wrong token, or False when only the database can tell."""

@@ -41,6 +41,32 @@ def test_create_authenticate_revoke(tmp_path: Path) -> None:
     assert token not in repr(raw) and token.split("_")[2] not in repr(raw)
 
 
+def test_ring_reload_rebuilds_only_when_the_active_keys_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+    real = keys._key
+    monkeypatch.setattr(keys, "_key", lambda row: built.append(1) or real(row))
+    with Store.open(tmp_path / "hashsvc.db") as store:
+        a, token_a = keys.create_key(store, "a", "match")
+        ring = keys.KeyRing(store)
+        ring.reload()
+        assert ring.authenticate_cached(token_a) == a
+        built.clear()
+        ring.reload()
+        assert built == []  # nothing changed: nothing rebuilt
+        # a revoke and a create between two reloads keep the count: both still seen
+        keys.revoke_key(store, "a")
+        b, token_b = keys.create_key(store, "b", "match")
+        built.clear()
+        ring.reload()
+        assert built and ring.authenticate_cached(token_a) is False
+        assert ring.authenticate_cached(token_b) == b
+        keys.revoke_key(store, "b")
+        ring.reload()
+        assert ring.authenticate_cached(token_b) is False
+
+
 def test_admin_implies_metrics_only() -> None:
     k = keys.ApiKey(1, "a", "00000000", frozenset({"admin"}), 0.0)
     assert k.has("admin") and k.has("metrics") and not k.has("match") and not k.has("review")
