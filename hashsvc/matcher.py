@@ -197,6 +197,12 @@ class Matcher:
         PDQ per variant match, only when one happened, so it costs nothing on `allow`.
         (The benchmark's 2 `flipy` false matches survive it: those tiles really are near
         mirror images of each other.)
+
+        The pixels are decoded the way the upload's own hashes were: the matching (FAST)
+        path's luma for FAST hashes, so a rotated copy's distance is computed like an
+        upright copy's (same decode, same PDQ kernel); full-resolution RGB for REFERENCE
+        hashes. A full decode here made a matched 1024x768 JPEG cost twice an unmatched one
+        on the FAST path.
         """
         suspects = [
             m for m in result.matches
@@ -206,7 +212,13 @@ class Matcher:
             return result
         from hashsvc import media
 
-        pixels = media.decode(data, max_pixels=self.settings.max_pixels).array()
+        fast = result.hashes.path is hashing.HashPath.FAST
+        if fast and engine == "numba":
+            engine = "sampled"  # as hash_media chooses on the FAST path
+        decoded = media.decode(
+            data, max_pixels=self.settings.max_pixels, mode="L" if fast else "RGB", fast=fast
+        )
+        pixels = decoded.array()
         meta = self.store.entry_meta(m.entry_id for m in suspects)
         kept: list[Match] = []
         for m in result.matches:
