@@ -558,8 +558,45 @@ def start_pool_server() -> None:
 
         # a server that cannot start now (e.g. its socket path under a long TMPDIR) is
         # started, or reported, by the pool as before
-        with suppress(OSError):
+        with suppress(OSError), _sigint_ignored_by_children():
             forkserver.ensure_running()
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[list[int]]:
+    """Ctrl-C while the pool's workers start is noted (the yielded list) and acted on
+    once they have started. Why: the pool asks the forkserver for a worker and then
+    waits for the server's preload; interrupted there, the scan exited while the
+    server still owed it that worker, which then found the pool's semaphores gone and
+    printed a FileNotFoundError traceback. Started, the workers are shut down cleanly."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """SIGINT ignored while a child process is started, so that the child ignores it from
+    its first instruction (an ignored signal stays ignored across exec, and Python then
+    installs no KeyboardInterrupt handler). Why: Ctrl-C reaches the whole process group,
+    and the forkserver spends most of the CLI's start-up importing; it ignores SIGINT only
+    once its preload is done (multiprocessing.forkserver.main), so a Ctrl-C before then
+    printed its KeyboardInterrupt traceback under the CLI's own message. The scan's own
+    process decides what an interrupt means; the pool workers ignore it too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class ProcessBackend:
@@ -598,19 +635,23 @@ class ProcessBackend:
     def _new_pool(self) -> ProcessPoolExecutor:
         """A pool whose workers have started: a worker that cannot open the store would
         otherwise look like a crash on every file (and be retried file by file)."""
-        pool = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=_pool_context(),
-            initializer=_worker_init,
-            initargs=(self.settings, self.lists, os.getpid()),
-        )
-        try:
-            pool.submit(_ping).result()
-        except BrokenProcessPool:
+        with _sigint_deferred() as interrupted:
+            pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=_pool_context(),
+                initializer=_worker_init,
+                initargs=(self.settings, self.lists, os.getpid()),
+            )
+            try:
+                pool.submit(_ping).result()
+            except BrokenProcessPool:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise ScanError(
+                    "scan worker processes failed to start (their error is printed above)"
+                ) from None
+        if interrupted:
             pool.shutdown(wait=True, cancel_futures=True)
-            raise ScanError(
-                "scan worker processes failed to start (their error is printed above)"
-            ) from None
+            raise KeyboardInterrupt
         return pool
 
     def run(self, items: Iterator[Item | None]) -> Iterator[FileResult]:

@@ -758,3 +758,31 @@ def test_progress_line_and_summary_say_what_a_moderator_needs() -> None:
     assert "resumed: 1 results" in text
     stats.walk_done = False
     assert "(listing)" in progress_line(stats)
+
+
+def test_ctrl_c_while_the_pool_starts_is_acted_on_once_it_started() -> None:
+    """A SIGINT inside `_sigint_deferred` raises nothing there; it is handed back (the
+    pool then shuts its started workers down and raises KeyboardInterrupt), and the
+    previous handler is back afterwards."""
+    before = signal.getsignal(signal.SIGINT)
+    with scan._sigint_deferred() as interrupted:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+        assert interrupted == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+
+def test_a_child_started_under_sigint_ignored_by_children_ignores_ctrl_c() -> None:
+    """What the forkserver inherits: SIGINT ignored from its first instruction (Python
+    then installs no KeyboardInterrupt handler), so a Ctrl-C during its preload prints
+    nothing; this process's own handler is unchanged afterwards."""
+    before = signal.getsignal(signal.SIGINT)
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(2) is signal.SIG_IGN)"]
+    with scan._sigint_ignored_by_children():
+        ignored = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
+    normal = subprocess.run(probe, capture_output=True, text=True, check=True).stdout
+    assert (ignored.strip(), normal.strip()) == ("True", "False")
+    assert signal.getsignal(signal.SIGINT) is before
