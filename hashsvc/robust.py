@@ -91,14 +91,23 @@ def _pure_edges(small: np.ndarray) -> tuple[bool, bool, bool, bool]:
     )
 
 
+def _kernel_bar_run(lines: np.ndarray) -> int:
+    """`_bar_run` by the numba kernel (uint8 lines): the same answer, reading only the
+    lines it needs."""
+    from hashsvc.robust_edges import bar_run
+
+    return int(bar_run(lines, TOLERANCE, BAR_SHARE, PURE_SHARE, TEXT_SHARE, TEXT_BAND))
+
+
 def content_box(gray: np.ndarray, *, kernel: bool = True) -> Box | None:
     """The box inside added borders/caption bars, or None when there are none.
 
     `gray` is a uint8 (H, W) luma plane. Each side is measured independently from the
     edge inwards; a side counts only if it trims >= MIN_TRIM of the dimension, and the
     result must keep >= MIN_KEEP of each dimension (else it was not a border).
-    `kernel=False` skips the numba edge test (same answer): a caller that hashes a few
-    files without numba (`hashsvc match`, engine "pdqhash") must not load it for this.
+    `kernel=False` measures in numpy instead of the numba kernels (same answer): a caller
+    that hashes a few files without numba (`hashsvc match`, engine "pdqhash") must not
+    load it for this.
     """
     h, w = gray.shape
     if h < 16 or w < 16:
@@ -110,11 +119,13 @@ def content_box(gray: np.ndarray, *, kernel: bool = True) -> Box | None:
     small = gray[::step, ::step]
     # the kernel counts uint8 values in a 256-bin histogram; any other dtype is measured
     # in numpy, as every side was before the kernel
-    pure = _pure_edges(small) if kernel and small.dtype == np.uint8 else (True,) * 4
+    kernel = kernel and small.dtype == np.uint8
+    pure = _pure_edges(small) if kernel else (True,) * 4
     if not any(pure):  # the common upload: no side starts with a bar
         return None
+    run = _kernel_bar_run if kernel else _bar_run
     top, bottom, left, right = (
-        _bar_run(lines) * step if edge_pure else 0
+        run(lines) * step if edge_pure else 0
         for lines, edge_pure in zip((small, small[::-1], small.T, small.T[::-1]), pure, strict=True)
     )
     top, bottom = (t if t >= MIN_TRIM * h else 0 for t in (top, bottom))

@@ -117,6 +117,45 @@ def test_content_box_skipping_impure_edges_changes_nothing(seed: int) -> None:
     assert all(p or run == 0 for p, run in zip(robust._pure_edges(small), full, strict=True))
 
 
+def _barred_lines(rng: np.random.Generator) -> np.ndarray:
+    """Lines (rows) from an edge inwards: a bar of pure lines, then lines of any share of
+    the bar's colour (caption text, a band of dense text, a photo that shares the colour),
+    to walk every branch of `_bar_run`: the run's end, the text band, the pure line after."""
+    n, w = int(rng.integers(2, 120)), int(rng.integers(1, 200))
+    colour = int(rng.integers(0, 256))
+    lines = rng.integers(0, 256, (n, w))
+    for i in range(n):
+        share = rng.choice([1.0, 0.99, 0.97, 0.7, 0.6, 0.5, 0.4, 0.3, rng.random()])
+        if i == 0 and rng.random() < 0.8:
+            share = 1.0  # most cases start with a bar
+        keep = rng.random(w) < share
+        near = colour + rng.integers(-12, 13, w)
+        beyond = rng.random(w) < 0.02  # a few just past the tolerance
+        near[beyond] = colour + rng.choice([-14, -13, 13, 14], int(beyond.sum()))
+        lines[i] = np.where(keep, near, lines[i])
+    return np.clip(lines, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_bar_run_kernel_agrees_with_numpy(seed: int) -> None:
+    """`robust_edges.bar_run` (content_box's measurement of a side with a pure edge)
+    against `_bar_run`, the numpy oracle: generated lines through every branch, the four
+    sides of the labelme photos, and strided views (content_box passes transposed and
+    reversed slices)."""
+    rng = np.random.default_rng(seed)
+    cases = [_barred_lines(rng) for _ in range(600)]
+    photos = sorted((PDQ_DATA / "reg-test-input" / "labelme-subset").glob("*.jpg"))
+    for p in photos[seed::8]:
+        small = np.asarray(Image.open(p).convert("L"))[::2, ::2]
+        cases += [small, small[::-1], small.T, small.T[::-1]]
+    nonzero = 0
+    for lines in cases:
+        expected = robust._bar_run(lines)
+        assert robust._kernel_bar_run(lines) == expected
+        nonzero += expected > 0
+    assert nonzero > 50  # the generated bars are measured, not all rejected at once
+
+
 def test_content_box_is_the_same_without_the_kernel() -> None:
     """`kernel=False` (callers that must not load numba) measures every side in numpy:
     the same boxes, bars or none, as the kernel's fast reject."""
