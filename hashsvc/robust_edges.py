@@ -8,7 +8,8 @@ a mean) cost ~40 us per side. `bar_run` is all of `_bar_run`, for a side whose e
 is pure: it measures lines from the edge inwards only until the bar's run ends, where the
 numpy version measured every line of the side. Photos whose edge is sky, a wall or a
 studio backdrop have pure edge lines without any bar (70 of 300 files of bench/scan.py's
-corpus): there `content_box` cost 0.40 ms per file on average.
+corpus): on that corpus `content_box` cost 0.66-0.87 ms per file with every pure side
+measured in numpy, 0.18-0.24 ms with this kernel (right after each file's decode).
 """
 
 from __future__ import annotations
