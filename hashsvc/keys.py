@@ -116,6 +116,7 @@ def create_key(store: Store, name: str, scopes: str | Iterable[str]) -> tuple[Ap
         key_id = cur.lastrowid
         assert key_id is not None
         row = conn.execute(f"SELECT {_COLS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        _audit(conn, store, "key.create", _key(row))
     return _key(row), token
 
 
@@ -135,12 +136,21 @@ def revoke_key(store: Store, name_or_prefix: str) -> ApiKey:
         ).fetchone()
         if row is None:
             raise NotFound(f"no key named {name_or_prefix!r}")
-        conn.execute(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
-            (store.now(), row[0]),
-        )
-        row = conn.execute(f"SELECT {_COLS} FROM api_keys WHERE id = ?", (row[0],)).fetchone()
+        if row[5] is None:  # revoking twice changes nothing and is not audited twice
+            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (store.now(), row[0]))
+            row = conn.execute(f"SELECT {_COLS} FROM api_keys WHERE id = ?", (row[0],)).fetchone()
+            _audit(conn, store, "key.revoke", _key(row))
     return _key(row)
+
+
+def _audit(conn: sqlite3.Connection, store: Store, action: str, key: ApiKey) -> None:
+    """The audit row of a key change, in the change's own transaction. `key_id` is who
+    asked, and key changes are made locally (`hashsvc keys`), not by a key: None; the
+    key changed is named in `detail` (id, name, scopes), never its secret."""
+    from hashsvc.audit import AuditEvent, write_events
+
+    detail = {"key": key.id, "name": key.name, "scopes": sorted(key.scopes)}
+    write_events(conn, [AuditEvent(action, key_id=None, detail=detail)], store.now())
 
 
 def authenticate(store: Store, token: str) -> ApiKey | None:

@@ -67,6 +67,21 @@ def test_ring_reload_rebuilds_only_when_the_active_keys_changed(
         assert ring.authenticate_cached(token_b) is False
 
 
+def test_key_changes_are_audited_in_their_transaction(tmp_path: Path) -> None:
+    from hashsvc import audit
+
+    with Store.open(tmp_path / "hashsvc.db") as store:
+        key, token = keys.create_key(store, "ops", "match,review")
+        keys.revoke_key(store, "ops")
+        keys.revoke_key(store, "ops")  # a second revoke changes nothing: no second row
+        rows = audit.read(store)
+    assert [(r.action, r.key_id, r.detail) for r in rows] == [
+        ("key.create", None, {"key": key.id, "name": "ops", "scopes": ["match", "review"]}),
+        ("key.revoke", None, {"key": key.id, "name": "ops", "scopes": ["match", "review"]}),
+    ]
+    assert token not in repr(rows) and token.split("_")[2] not in repr(rows)
+
+
 def test_admin_implies_metrics_only() -> None:
     k = keys.ApiKey(1, "a", "00000000", frozenset({"admin"}), 0.0)
     assert k.has("admin") and k.has("metrics") and not k.has("match") and not k.has("review")
