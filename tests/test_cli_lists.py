@@ -58,6 +58,20 @@ def test_create_import_show_export_round_trip(data_dir: Path, tmp_path: Path) ->
     assert code == 0 and res2["added"] == added
 
 
+def test_create_with_per_list_options(data_dir: Path) -> None:
+    code, (lst,), _ = run(
+        data_dir, "lists", "create", "strict", "--action", "block",
+        "--option", "corroborate=false", "--option", "crops=no",
+    )  # fmt: skip
+    assert code == 0 and lst["options"] == {"corroborate": False, "crops": False}
+    for bad in ("corroborated=false", "crops", "crops=maybe"):
+        code, lines, output = run(data_dir, "lists", "create", "x", "--action", "block",
+                                  "--option", bad)  # fmt: skip
+        assert code != 0 and not lines and bad.split("=")[0] in output
+    code, (shown,), _ = run(data_dir, "lists", "show", "strict")
+    assert shown["options"] == {"corroborate": False, "crops": False}
+
+
 def test_a_bad_line_imports_nothing_and_names_every_problem(data_dir: Path) -> None:
     run(data_dir, "lists", "create", "l", "--action", "block")
     code, lines, output = run(data_dir, "lists", "import", "l", str(LISTS / "bad.csv"))

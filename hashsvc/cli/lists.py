@@ -59,13 +59,41 @@ def create(
         int | None, typer.Option(help="Max pHash distance (default 6).")
     ] = None,
     description: Annotated[str, typer.Option()] = "",
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            help="A per-list switch, NAME=true|false (repeatable): dihedral, trim_borders,"
+            " crops, corroborate. Left out: the service's setting.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Create a list."""
     settings = settings_for(data_dir)
-    with errors_to_exit(), _store(settings) as store:
-        lst = store.create_list(name, action, pdq_threshold, phash_threshold, description)
-        emit(store.list_summary(lst))
+    with errors_to_exit():
+        options = _parse_options(option or [])
+        with _store(settings) as store:
+            lst = store.create_list(
+                name, action, pdq_threshold, phash_threshold, description, options
+            )
+            emit(store.list_summary(lst))
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _parse_options(pairs: list[str]) -> dict[str, bool]:
+    """`["crops=false"]` -> `{"crops": False}`; the store then refuses unknown names."""
+    from hashsvc.errors import InvalidValue
+
+    out: dict[str, bool] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or value.strip().lower() not in _BOOL_WORDS:
+            raise InvalidValue(f"--option {pair!r}: expected NAME=true or NAME=false")
+        out[name.strip()] = _BOOL_WORDS[value.strip().lower()]
+    return out
 
 
 @app.command("import")
