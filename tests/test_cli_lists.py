@@ -136,6 +136,21 @@ def test_disable_takes_effect_at_once_and_enable_restores(data_dir: Path, tmp_pa
     assert run(data_dir, "match", "--pdq", BRIDGE_PDQ)[1][0]["verdict"] == "allow"
     code, _, output = run(data_dir, "lists", "disable", "999999")
     assert code == 2 and "999999" in output
+    # every change above is in the audit log, as the API would write it, marked as the CLI's
+    from hashsvc import audit
+    from hashsvc.store import Store
+
+    with Store.open(data_dir / "hashsvc.db") as store:
+        rows = audit.read(store)
+    assert [(r.action, r.key_id, r.entry_ids, r.detail.get("list"), r.detail["via"])
+            for r in rows] == [
+        ("list.create", None, [], "l", "cli"),
+        ("entries.add", None, [], "l", "cli"),
+        ("entry.disable", None, [int(entry_id)], "l", "cli"),
+        ("entry.enable", None, [int(entry_id)], "l", "cli"),
+        ("entry.remove", None, [int(entry_id)], "l", "cli"),
+    ]  # fmt: skip
+    assert rows[1].detail["added"] == 1
 
 
 def test_enroll_then_match_media_files(data_dir: Path, tmp_path: Path) -> None:

@@ -48,6 +48,25 @@ def _sync_index(settings: Settings, store: Store) -> None:
     IndexSet.open(store, settings.data_dir).save()
 
 
+def _audit(
+    store: Store, action: str, detail: dict[str, object], entry_ids: list[int] | None = None
+) -> None:
+    """The audit row of a list change made here, as the API writes one (same action
+    names), with no key (`key_id` null) and `"via": "cli"`: whoever can run these
+    commands has the database itself, and the audit log still says what changed."""
+    from hashsvc.audit import AuditEvent, AuditLog
+
+    event = AuditEvent(
+        action, key_id=None, entry_ids=entry_ids or [], detail={**detail, "via": "cli"}
+    )
+    AuditLog(store).record_now([event])
+
+
+def _audit_added(store: Store, name: str, added: int, batch_id: int | None) -> None:
+    if added:
+        _audit(store, "entries.add", {"list": name, "added": added, "batch_id": batch_id})
+
+
 @app.command("create")
 def create(
     name: str,
@@ -77,6 +96,7 @@ def create(
             lst = store.create_list(
                 name, action, pdq_threshold, phash_threshold, description, options
             )
+            _audit(store, "list.create", {"list": lst.name})
             emit(store.list_summary(lst))
 
 
@@ -137,6 +157,7 @@ def import_(
             result = store.import_entries(
                 name, parsed.entries, source_name=file.name, file_sha256=parsed.sha256
             )
+            _audit_added(store, name, result.added, result.batch_id)
             _sync_index(settings, store)
     emit(
         {
@@ -199,6 +220,7 @@ def _import_vpdq(name: str, file: Path, settings: Settings) -> None:
                 name, entries, source_name=file.name, file_sha256=digest.hexdigest(),
                 frames=frames,
             )  # fmt: skip
+            _audit_added(store, name, result.added, result.batch_id)
             _sync_index(settings, store)
     emit(
         {
@@ -244,6 +266,8 @@ def enroll(
                 settings.vpdq_seconds_per_hash, settings.video_limits
             ),
         )  # fmt: skip
+        if out.result is not None:
+            _audit_added(store, name, out.result.added, out.result.batch_id)
         _sync_index(settings, store)
     for message in walk_errors:
         say(message)
@@ -344,6 +368,7 @@ def disable(
     with errors_to_exit(), _store(settings) as store:
         until = time.time() + hours * 3600 if hours else None
         entry = store.set_enabled(entry_id, False, until=until)
+        _audit(store, "entry.disable", {"list": entry.list_name}, [entry_id])
         _sync_index(settings, store)
         emit({"entry_id": entry.id, "list": entry.list_name, "enabled": False,
               "disabled_until": _iso(until) if until else None})  # fmt: skip
@@ -355,6 +380,7 @@ def enable(entry_id: int, data_dir: DataDir = None) -> None:
     settings = settings_for(data_dir)
     with errors_to_exit(), _store(settings) as store:
         entry = store.set_enabled(entry_id, True)
+        _audit(store, "entry.enable", {"list": entry.list_name}, [entry_id])
         _sync_index(settings, store)
         emit({"entry_id": entry.id, "list": entry.list_name, "enabled": True})
 
@@ -364,7 +390,9 @@ def remove(entry_id: int, data_dir: DataDir = None) -> None:
     """Delete an entry for good."""
     settings = settings_for(data_dir)
     with errors_to_exit(), _store(settings) as store:
+        entry = store.entry(entry_id)
         store.remove_entry(entry_id)
+        _audit(store, "entry.remove", {"list": entry.list_name}, [entry_id])
         _sync_index(settings, store)
         emit({"entry_id": entry_id, "removed": True})
 
