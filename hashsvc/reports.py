@@ -182,6 +182,33 @@ def list_reports(
     return [_report(r) for r in rows]
 
 
+def list_page(
+    store: Store,
+    *,
+    status: ReportStatus | str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+    ids: Iterable[int] | None = None,
+) -> tuple[list[Report], int | None]:
+    """One page of `list_reports` and the `before_id` that continues it, None when nothing
+    more matches. The listing and the export share it so they page the same way, and read
+    one report past the page so "more" is known, never guessed from a full page (a page
+    of exactly `limit` reports is then the last one, not a pointer to an empty page)."""
+    found = list_reports(
+        store,
+        status=status,
+        since=since,
+        until=until,
+        before_id=before_id,
+        limit=limit + 1,
+        ids=ids,
+    )
+    page = found[:limit]
+    return page, page[-1].id if len(found) > limit and page else None
+
+
 def resolve_report(
     store: Store,
     report_id: int,
@@ -239,14 +266,20 @@ def resolve_report(
     return report, disabled
 
 
-def export(reports: Iterable[Report], *, metadata: bool) -> dict[str, Any]:
+def export(
+    reports: Iterable[Report], *, metadata: bool, next_before_id: int | None = None
+) -> dict[str, Any]:
     """The hotline export. `metadata` adds the lists' own entry ids (admin callers only:
-    they are list metadata, see DESIGN.md)."""
+    they are list metadata, see DESIGN.md). `next_before_id` says the document is one page
+    of a longer export and how to ask for the rest: a report sent to a hotline must never
+    be silently incomplete. It is always present (None: this document is the whole
+    export), so a reader never has to take a missing field to mean "complete"."""
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "generator": f"hashsvc {__version__}",
         "generated_at": iso(time.time()),
+        "next_before_id": next_before_id,
         "hash_formats": {
             "md5": "hex of the uploaded bytes",
             "sha256": "hex of the uploaded bytes",

@@ -101,12 +101,94 @@ def test_export_for_a_hotline(client: TestClient, env: Env) -> None:
     assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
     doc = r.json()
     assert doc["format"] == "hashsvc-report-export" and doc["version"] == 1
+    assert doc["next_before_id"] is None  # the whole export: nothing more matches
     (rep,) = doc["reports"]
     assert rep["report_id"] == block["report_id"] and rep["review"]["resolved_at"]
     assert rep["media_hashes"]["sha256"] == block["hashes"]["sha256"]
     assert all("external_id" not in m for m in rep["matches"])
     full = client.get(f"/v1/reports/export?report_id={block['report_id']}", headers=env.auth())
     assert all("external_id" in m for m in full.json()["reports"][0]["matches"])
+
+
+def _block_reports(client: TestClient, env: Env, n: int) -> list[int]:
+    """`n` + 1 block reports, newest first: one upload, then a batch of its hashes (one
+    report per item, in one request, without decoding anything again)."""
+    upload = _match(client, env, 1)
+    item = {"pdq": upload["hashes"]["pdq"], "phash": upload["hashes"]["phash"]}
+    r = client.post("/v1/match/hashes", json={"items": [item] * n}, headers=env.auth())
+    assert r.status_code == 200 and r.json()["counts"]["block"] == n
+    ids = [upload["report_id"], *(i["report_id"] for i in r.json()["items"])]
+    return sorted(ids, reverse=True)
+
+
+def _export_pages(client: TestClient, env: Env, **query: Any) -> list[dict[str, Any]]:
+    """Every page of an export, following `next_before_id` with the same filters."""
+    docs: list[dict[str, Any]] = []
+    params = dict(query)
+    while True:
+        r = client.get("/v1/reports/export", params=params, headers=env.auth("review"))
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["format"] == "hashsvc-report-export" and doc["version"] == 1
+        docs.append(doc)
+        if doc["next_before_id"] is None:
+            return docs
+        assert len(docs) < 20, "the export never says it is complete"
+        params = {**query, "before_id": doc["next_before_id"]}
+
+
+def _ids(docs: list[dict[str, Any]]) -> list[int]:
+    return [rep["report_id"] for doc in docs for rep in doc["reports"]]
+
+
+def test_export_pages_through_every_report(client: TestClient, env: Env) -> None:
+    every = _block_reports(client, env, 6)  # 7 reports
+    docs = _export_pages(client, env, limit=3)
+    # every report once, newest first, in pages of 3, 3, 1: none dropped, none repeated
+    assert _ids(docs) == every
+    assert [len(d["reports"]) for d in docs] == [3, 3, 1]
+    # a page that is not the last points at its own oldest report, as the listing does
+    listing = client.get("/v1/reports?limit=3", headers=env.auth("review")).json()
+    assert docs[0]["next_before_id"] == docs[0]["reports"][-1]["report_id"]
+    assert docs[0]["next_before_id"] == listing["next_before_id"]
+    # a page that holds exactly the rest says so, rather than pointing at an empty page
+    (whole,) = _export_pages(client, env, limit=len(every))
+    assert _ids([whole]) == every
+    # the default page is larger than these reports: one document, complete
+    (default,) = _export_pages(client, env)
+    assert _ids([default]) == every
+    bad = client.get("/v1/reports/export?before_id=0", headers=env.auth("review"))
+    assert bad.status_code == 422
+    # each page downloads under its own name, so saving the pages by name keeps them all
+    names = {
+        client.get("/v1/reports/export", params=p, headers=env.auth("review")).headers[
+            "content-disposition"
+        ]
+        for p in ({"limit": 3}, {"limit": 3, "before_id": docs[0]["next_before_id"]})
+    }
+    assert len(names) == 2
+
+
+def test_export_pages_with_filters(client: TestClient, env: Env) -> None:
+    every = _block_reports(client, env, 6)
+    confirmed = every[1::2]  # 3 of the 7, not adjacent: a page must skip the others
+    for rid in confirmed:
+        r = client.post(
+            f"/v1/reports/{rid}/resolve", json={"status": "confirmed"}, headers=env.auth("review")
+        )
+        assert r.status_code == 200
+    docs = _export_pages(client, env, status="confirmed", limit=2)
+    assert _ids(docs) == confirmed and [len(d["reports"]) for d in docs] == [2, 1]
+    assert all(rep["status"] == "confirmed" for d in docs for rep in d["reports"])
+    opened = _export_pages(client, env, status="open", since="2000-01-01T00:00:00Z", limit=2)
+    assert _ids(opened) == [rid for rid in every if rid not in confirmed]
+    assert [len(d["reports"]) for d in opened] == [2, 2]
+    # picked reports page too, newest first whatever order they were asked in
+    picked = sorted(every[:5])
+    docs = _export_pages(client, env, report_id=picked, limit=2)
+    assert _ids(docs) == every[:5] and [len(d["reports"]) for d in docs] == [2, 2, 1]
+    (future,) = _export_pages(client, env, since="2100-01-01T00:00:00Z", limit=2)
+    assert future["reports"] == [] and future["next_before_id"] is None
 
 
 def test_reports_survive_a_restart_and_audit_is_written(env: Env) -> None:

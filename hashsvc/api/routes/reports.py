@@ -48,23 +48,18 @@ async def list_reports(
     before_id: BeforeId = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JSONResponse:
-    found = await anyio.to_thread.run_sync(
-        lambda: reports.list_reports(
+    page, next_before_id = await anyio.to_thread.run_sync(
+        lambda: reports.list_page(
             store,
             status=status,
             since=_ts(since),
             until=_ts(until),
             before_id=before_id,
-            limit=limit + 1,
+            limit=limit,
         )
     )
-    more = len(found) > limit
-    page = found[:limit]
     return JSONResponse(
-        {
-            "items": [report_json(r, key) for r in page],
-            "next_before_id": page[-1].id if more and page else None,
-        }
+        {"items": [report_json(r, key) for r in page], "next_before_id": next_before_id}
     )
 
 
@@ -75,7 +70,9 @@ async def list_reports(
     description="Scope `review` (list external ids need `admin` too). A JSON document to "
     "attach to a hotline report (NCMEC CyberTipline, a national hotline): for each report "
     "the upload's MD5, SHA-256, PDQ and pHash, what matched, when, and the review outcome. "
-    "Filter with `status=confirmed` for what has been confirmed.",
+    "Filter with `status=confirmed` for what has been confirmed. Newest first, paged as "
+    "the listing is: a document holds at most `limit` reports, and a non-null "
+    "`next_before_id` means more match: pass it as `before_id` with the same filters.",
     responses=schemas.error_responses(401, 403, 422, 429, 503),
 )
 async def export_reports(
@@ -89,17 +86,24 @@ async def export_reports(
         list[Annotated[int, Query(ge=1, le=schemas.MAX_ID)]] | None,
         Query(description="Only these reports (repeat the parameter)."),
     ] = None,
+    before_id: BeforeId = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> JSONResponse:
-    found = await anyio.to_thread.run_sync(
-        lambda: reports.list_reports(
-            store, status=status, since=_ts(since), until=_ts(until), ids=report_id, limit=limit
+    page, next_before_id = await anyio.to_thread.run_sync(
+        lambda: reports.list_page(
+            store,
+            status=status,
+            since=_ts(since),
+            until=_ts(until),
+            before_id=before_id,
+            limit=limit,
+            ids=report_id,
         )
     )
-    annotate(request, exported=len(found))
+    annotate(request, exported=len(page), next_before_id=next_before_id)
     return JSONResponse(
-        reports.export(found, metadata=key.has("admin")),
-        headers={"Content-Disposition": 'attachment; filename="hashsvc-reports.json"'},
+        reports.export(page, metadata=key.has("admin"), next_before_id=next_before_id),
+        headers={"Content-Disposition": f'attachment; filename="{_export_name(before_id)}"'},
     )
 
 
@@ -178,3 +182,10 @@ def _ts(value: datetime | None) -> float | None:
     if value.tzinfo is None:  # a time without a zone is taken as UTC
         value = value.replace(tzinfo=UTC)
     return value.timestamp()
+
+
+def _export_name(before_id: int | None) -> str:
+    """The download's file name: one per page, so saving the pages by name keeps them all."""
+    return (
+        "hashsvc-reports.json" if before_id is None else f"hashsvc-reports-before-{before_id}.json"
+    )
