@@ -269,6 +269,10 @@ class ReportExport(BaseModel):
     version: int
     generator: str
     generated_at: str
+    next_before_id: int | None = Field(
+        description="Null when this document holds every matching report; otherwise more "
+        "match: pass it as before_id (with the same filters) for the next page."
+    )
     hash_formats: dict[str, str]
     reports: list[dict[str, Any]]
 
@@ -279,9 +283,17 @@ ListName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 class ListOptions(_Strict):
-    dihedral: bool | None = None
-    trim_borders: bool | None = None
-    crops: bool | None = None
+    """Per-list switches of the edited-copy matching; a switch left out follows the
+    service's setting (README, "Catching edited copies")."""
+
+    dihedral: bool | None = Field(None, description="match rotations and mirror images")
+    trim_borders: bool | None = Field(
+        None, description="match the content inside added borders and caption bars"
+    )
+    crops: bool | None = Field(None, description="match the enrollment crops (centred)")
+    corroborate: bool | None = Field(
+        None, description="accept a PDQ up to the corroboration bound when pHash backs it"
+    )
 
 
 class ListCreate(_Strict):

@@ -28,6 +28,13 @@ def test_create_and_read_lists(client: TestClient, env: Env) -> None:
     )
     assert r.status_code == 201
     assert r.json()["pdq_threshold"] == 20 and r.json()["options"] == {"dihedral": False}
+    every = {"dihedral": True, "trim_borders": False, "crops": False, "corroborate": False}
+    r = client.post(
+        "/v1/lists", json={"name": "strict", "action": "block", "options": every}, headers=h
+    )
+    assert r.status_code == 201 and r.json()["options"] == every
+    typo = {"name": "x", "action": "block", "options": {"corroborated": False}}
+    assert client.post("/v1/lists", json=typo, headers=h).status_code == 422
     assert (
         client.post("/v1/lists", json={"name": "NCII", "action": "block"}, headers=h).status_code
         == 409
@@ -39,7 +46,7 @@ def test_create_and_read_lists(client: TestClient, env: Env) -> None:
     ):
         assert client.post("/v1/lists", json=bad, headers=h).status_code == 422
     names = [lst["name"] for lst in client.get("/v1/lists", headers=h).json()["lists"]]
-    assert names == ["known", "ncii", "watch"]
+    assert names == ["known", "ncii", "strict", "watch"]
     known = client.get("/v1/lists/known", headers=h).json()
     assert known["entries"] == 8 and known["enabled_entries"] == 8
     assert client.get("/v1/lists/nope", headers=h).status_code == 404
