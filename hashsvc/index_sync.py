@@ -22,7 +22,7 @@ from hashsvc.errors import SearchError
 from hashsvc.search import BinaryIndex
 from hashsvc.search import errors as search_errors
 from hashsvc.signals import Hash, SignalType
-from hashsvc.store import Store
+from hashsvc.store import MAX_VARIANTS, Store
 from hashsvc.vpdq import MAX_FRAMES as MAX_VIDEO_FRAMES
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ REBUILD_AFTER_CHANGES = 200_000
 #: An entry can own several codes of one signal (its hash plus crop variants, or a
 #: video's frames), while index ids are unique, so index key = entry_id * slots + slot
 #: (slot 0 = the entry's own hash or first frame). `entry_ids()` maps results back.
-KEY_SLOTS = 64
+KEY_SLOTS = MAX_VARIANTS + 1  # 64: the store refuses more variants than the slots hold
 VIDEO_KEY_SLOTS = MAX_VIDEO_FRAMES
 
 

@@ -194,6 +194,10 @@ KNOWN_OPTIONS: dict[str, type] = {
     "dihedral": bool, "trim_borders": bool, "crops": bool, "corroborate": bool,
 }  # fmt: skip
 MAX_KIND_CHARS = 64
+#: Variants one entry may hold per signal type. The search index gives each entry 64
+#: slots per signal (`index_sync.KEY_SLOTS`: slot 0 is the entry's own hash); one code
+#: more and every refresh of every worker's index failed, and the list stopped updating.
+MAX_VARIANTS = 63
 _PAGE = 1000
 _CHUNK = 65536
 _UMASK_LOCK = threading.Lock()
@@ -548,14 +552,13 @@ class Store:
                 ).fetchone()
                 if row is None:
                     raise InvalidValue(f"variants given for {owner!r}, which is not imported")
-                for _h, kind in extra:
-                    if not kind or len(kind) > MAX_KIND_CHARS:
-                        raise InvalidValue(f"variant kind must be 1..{MAX_KIND_CHARS} characters")
-                conn.executemany(
-                    "INSERT INTO entry_variants (entry_id, signal_type, hash, kind)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (entry_id, signal_type, hash) DO NOTHING",
-                    [(row[0], h.signal.value, h.value, kind) for h, kind in extra],
-                )
+                if conn.execute(
+                    "SELECT 1 FROM entry_variants WHERE entry_id = ? LIMIT 1", (row[0],)
+                ).fetchone():
+                    # an entry's variants come from the first media enrolled for it: each
+                    # near-copy enrolled later (same PDQ, other crops) would add its own
+                    continue
+                _insert_variants(conn, row[0], extra)
             for owner, video in (frames or {}).items():
                 row = conn.execute(
                     "SELECT id, batch_id FROM entries"
@@ -593,18 +596,7 @@ class Store:
         many were new. `kind` says what the variant is, e.g. 'crop' or 'rot90'."""
         with self._write() as conn:
             _require_entry(conn, entry_id)
-            before = conn.total_changes
-            rows = []
-            for h, kind in variants:
-                if not kind or len(kind) > MAX_KIND_CHARS:
-                    raise InvalidValue(f"variant kind must be 1..{MAX_KIND_CHARS} characters")
-                rows.append((entry_id, h.signal.value, h.value, kind))
-            conn.executemany(
-                "INSERT INTO entry_variants (entry_id, signal_type, hash, kind)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (entry_id, signal_type, hash) DO NOTHING",
-                rows,
-            )
-            added = conn.total_changes - before
+            added = _insert_variants(conn, entry_id, list(variants))
             if added:
                 # 'add' on a present entry means "its codes changed: reload it"
                 self._log_entry(conn, "add", entry_id)
@@ -1118,6 +1110,34 @@ def _require_list(conn: sqlite3.Connection, name: str) -> HashList:
     if found is None:
         raise NotFound(f"no list named {name!r}")
     return found
+
+
+def _insert_variants(
+    conn: sqlite3.Connection, entry_id: int, variants: Sequence[tuple[Hash, str]]
+) -> int:
+    """Add `variants` to an entry inside the caller's transaction; returns how many were
+    new. Refuses (InvalidValue, so the transaction writes nothing) a kind out of bounds or
+    more than MAX_VARIANTS variants of one signal on the entry."""
+    for _h, kind in variants:
+        if not kind or len(kind) > MAX_KIND_CHARS:
+            raise InvalidValue(f"variant kind must be 1..{MAX_KIND_CHARS} characters")
+    before = conn.total_changes
+    conn.executemany(
+        "INSERT INTO entry_variants (entry_id, signal_type, hash, kind)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (entry_id, signal_type, hash) DO NOTHING",
+        [(entry_id, h.signal.value, h.value, kind) for h, kind in variants],
+    )
+    added = conn.total_changes - before
+    over = conn.execute(
+        "SELECT signal_type, count(*) FROM entry_variants WHERE entry_id = ?"
+        " GROUP BY signal_type HAVING count(*) > ?",
+        (entry_id, MAX_VARIANTS),
+    ).fetchone()
+    if over is not None:
+        raise InvalidValue(
+            f"entry {entry_id} would hold {over[1]} {over[0]} variants; at most {MAX_VARIANTS}"
+        )
+    return added
 
 
 def _require_entry(conn: sqlite3.Connection, entry_id: int) -> Entry:

@@ -412,6 +412,45 @@ def test_entry_and_remove_entry(store: Store) -> None:
     assert [e.id for e in store.entries()] == ids[1:]
 
 
+def test_an_entry_holds_at_most_max_variants(store: Store, tmp_path: Path) -> None:
+    """The index keys 64 codes per entry and signal (its hash + 63 variants); one more
+    once made every worker's index refresh fail. The store refuses it, writing nothing."""
+    from hashsvc.index_sync import KEY_SLOTS, IndexSet
+
+    rng = random.Random(5)
+    (entry_id,) = load(store, "a", make_entries(1))
+    full = [(rand_hash(rng), "crop") for _ in range(store_mod.MAX_VARIANTS)]
+    assert store.add_variants(entry_id, full) == store_mod.MAX_VARIANTS == KEY_SLOTS - 1
+    v = store.version()
+    with pytest.raises(InvalidValue, match=f"at most {store_mod.MAX_VARIANTS}"):
+        store.add_variants(entry_id, [(rand_hash(rng), "crop")])
+    assert store.version() == v and store.live_codes(PDQ)[0].size == KEY_SLOTS
+    assert store.add_variants(entry_id, full[:3]) == 0  # known ones are still fine
+    indexes = IndexSet.open(store, tmp_path / "idx")
+    indexes.refresh()
+    assert set(indexes.search(full[-1][0], 0)[0].tolist()) == {entry_id}
+
+
+def test_enrolling_near_copies_keeps_the_first_variants(store: Store) -> None:
+    """Media with one PDQ enrolled again and again (re-encodes: same hash, other crops)
+    must not pile variants onto the entry; an entry imported as a bare hash gets the
+    variants of the first media enrolled for it."""
+    rng = random.Random(6)
+    store.create_list("a", "block")
+    (bare,) = make_entries(1, seed=7)
+    store.import_entries("a", [bare], source_name="hashes.csv", file_sha256="")
+    first = [(rand_hash(rng), "crop") for _ in range(5)]
+    for i in range(20):
+        crops = first if i == 0 else [(rand_hash(rng), "crop") for _ in range(5)]
+        store.import_entries(
+            "a", [bare], source_name="enroll", file_sha256="", origin="enroll",
+            variants={bare.hash: crops},
+        )  # fmt: skip
+    ids, codes = store.live_codes(PDQ)
+    assert len(ids) == 1 + len(first)
+    assert {bytes(c) for c in codes} == {bare.hash.value, *(h.value for h, _ in first)}
+
+
 def test_stored_entries_export_and_parse_back(store: Store) -> None:
     load(store, "a", make_entries(4) + make_entries(2, 3, SHA256))
     stored = list(store.entries("a"))
