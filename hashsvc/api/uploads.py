@@ -10,11 +10,15 @@ stream underneath, so neither path can grow past it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from hashsvc.api.errors import ApiError
+from hashsvc.api.limits import ClientGone
 
 RAW_TYPES = ("application/octet-stream",)
 FILE_FIELD = "file"
@@ -27,7 +31,7 @@ async def read_upload(request: Request) -> bytes:
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime.startswith(("image/", "video/")) or mime in RAW_TYPES:
         chunks = bytearray()
-        async for chunk in request.stream():
+        async for chunk in _body(request):
             chunks += chunk
         return bytes(chunks)
     if mime == "multipart/form-data":
@@ -38,6 +42,17 @@ async def read_upload(request: Request) -> bytes:
         "send the media as image/*, video/*, application/octet-stream, or multipart/form-data "
         f"with a '{FILE_FIELD}' field",
     )
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks. A caller that hangs up mid-upload is `ClientGone` (499: logged
+    and counted as the client's doing), not an unhandled error: Starlette's
+    ClientDisconnect reached the error layer as a 500 with a traceback."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise ClientGone() from None
 
 
 async def _multipart_file(request: Request, content_type: str) -> bytes:
@@ -60,7 +75,7 @@ async def _multipart_file(request: Request, content_type: str) -> bytes:
         },
     )
     try:
-        async for chunk in request.stream():
+        async for chunk in _body(request):
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as e:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -55,14 +57,50 @@ def test_413_while_streaming_without_content_length(capped: TestClient, env: Env
     assert r.status_code == 413
 
 
-def test_a_lying_content_length_is_cut_off_at_the_cap(capped: TestClient, env: Env) -> None:
-    # declared small, streamed large: the count of received bytes decides
+def test_a_body_longer_than_its_content_length_is_cut_off_at_the_cap(
+    capped: TestClient, env: Env
+) -> None:
+    """Declared small, sent large: below the server, the count of bytes received decides,
+    not the header. The TestClient hands the app every byte sent whatever the header
+    says, so a body past the cap is 413 `body_too_large` (naming the cap) although only
+    10 bytes were declared, and one under the cap is served whole (a verdict, not a
+    10-byte image). (uvicorn itself reads only the declared bytes and answers the rest
+    as a malformed next request, with its own 400.)"""
     r = capped.post(
         "/v1/match",
         content=_chunks(CAP * 2),
         headers={**jpeg_headers(env), "Content-Length": "10"},
     )
-    assert r.status_code in (413, 422)  # 422 if the transport honours the declared length
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "body_too_large" and str(CAP) in r.json()["detail"]
+
+    data = upload_bytes(1)
+    assert len(data) < CAP
+    r = capped.post(
+        "/v1/match", content=data, headers={**jpeg_headers(env), "Content-Length": "10"}
+    )
+    assert r.status_code == 200 and r.json()["verdict"] == "block"
+
+
+def test_a_content_length_over_the_cap_is_refused_before_anything_else(
+    capped: TestClient, env: Env
+) -> None:
+    """Declared over the cap, sent short: refused on the header alone, before routing
+    and the key check, so a caller without a key gets the same 413 (not 401) and the
+    short body changes nothing; declared exactly at the cap, the same request passes the
+    cap and meets the key check."""
+    for headers in (jpeg_headers(env), {"Content-Type": "image/jpeg"}):
+        r = capped.post(
+            "/v1/match", content=b"\xff" * 10, headers={**headers, "Content-Length": str(CAP + 1)}
+        )
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == "body_too_large" and str(CAP) in r.json()["detail"]
+    r = capped.post(
+        "/v1/match",
+        content=b"\xff" * 10,
+        headers={"Content-Type": "image/jpeg", "Content-Length": str(CAP)},
+    )
+    assert r.status_code == 401
 
 
 def test_at_the_cap_is_accepted(capped: TestClient, env: Env) -> None:
@@ -141,3 +179,39 @@ def test_cpu_work_is_skipped_for_a_caller_that_hung_up() -> None:
 
     anyio.run(main)
     assert ran == []
+
+
+def test_a_caller_gone_mid_upload_is_499_not_a_server_error(
+    client: TestClient, env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half an upload, then the connection drops: the request ends as the client's doing
+    (499, logged as such), not as an unhandled error: no traceback, no 500 in the
+    metrics. Driven at the ASGI level, where the disconnect is a message."""
+    data = upload_bytes(1)
+    sent: list[dict[str, Any]] = []
+    headers = [(k.lower().encode(), v.encode()) for k, v in jpeg_headers(env).items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/match", "raw_path": b"/v1/match", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    messages = [{"type": "http.request", "body": data[: len(data) // 2], "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def call() -> None:
+        await client.app(scope, receive, send)  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.INFO, logger="hashsvc"):
+        assert client.portal is not None
+        client.portal.call(call)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [499]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    metrics = client.get("/metrics", headers=env.auth("metrics")).text
+    assert 'route="/v1/match",status="499"' in metrics
+    assert 'route="/v1/match",status="500"' not in metrics

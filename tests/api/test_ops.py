@@ -12,8 +12,17 @@ from fastapi.testclient import TestClient
 from hashsvc import hashing
 from hashsvc.api.context import JsonFormatter
 from hashsvc.config import Settings
+from hashsvc.errors import StoreError
 from hashsvc.matcher import Matcher
-from tests.api.conftest import Env, jpeg_headers, make_app, quick_matcher, running, upload_bytes
+from tests.api.conftest import (
+    Env,
+    jpeg_headers,
+    make_app,
+    quick_matcher,
+    running,
+    upload_bytes,
+    wait_ready,
+)
 
 
 def test_readyz_is_503_until_the_index_is_loaded(env: Env) -> None:
@@ -51,14 +60,34 @@ def test_readyz_reports_a_failed_load(env: Env) -> None:
         assert c.get("/readyz").status_code == 503
 
 
-def test_readyz_turns_503_when_the_index_is_stale(client: TestClient, env: Env) -> None:
+def test_readyz_turns_503_when_the_index_is_stale(
+    client: TestClient, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose refreshes keep failing cannot see list changes, so /readyz says 503
+    `stale` (with Retry-After) once the last success is older than `stale_after`, and
+    200 again after the next success. The refresher keeps running meanwhile, so its
+    refreshes are made to fail (as when the store cannot be read), and the last success
+    is moved back an hour only after a failed tick has been seen: a tick that was already
+    past its refresh can no longer make the worker fresh again behind the test's back."""
     services = client.app.state.services  # type: ignore[attr-defined]
-    services.last_refresh -= 3600  # as if the refresher had been failing for an hour
+    indexes = services.matcher.indexes
+    failed = threading.Event()
+
+    def failing_refresh() -> int:
+        failed.set()
+        raise StoreError("database error: disk I/O error")
+
+    monkeypatch.setattr(indexes, "refresh", failing_refresh)
+    assert failed.wait(10), "the refresher did not tick"
+    services.last_refresh -= 3600  # as if the refreshes had been failing for an hour
     r = client.get("/readyz")
-    if r.status_code == 200:  # the refresher ticked in between: still proves freshness
-        assert services.readiness()[0]
-    else:
-        assert "stale" in r.json()["detail"]
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["status"] == "not_ready"
+    assert r.json()["detail"].startswith("index stale: last refreshed 36")
+
+    monkeypatch.undo()  # the store is back: the next tick refreshes
+    wait_ready(client, deadline_s=10)
+    assert client.get("/readyz").json() == {"status": "ready", "detail": "ready"}
 
 
 def test_metrics(client: TestClient, env: Env) -> None:
