@@ -143,7 +143,7 @@ def get_report(store: Store, report_id: int) -> Report:
     return _report(row)
 
 
-def list_reports(
+def list_page(
     store: Store,
     *,
     status: ReportStatus | str | None = None,
@@ -152,9 +152,13 @@ def list_reports(
     before_id: int | None = None,
     limit: int = 100,
     ids: Iterable[int] | None = None,
-) -> list[Report]:
-    """Newest first. `before_id` continues a listing (keyset pagination: stable while new
-    reports arrive); `since` is inclusive, `until` exclusive."""
+) -> tuple[list[Report], int | None]:
+    """Up to `limit` reports, newest first, and the `before_id` that continues the page
+    (None when nothing more matches). `before_id` is keyset pagination: stable while new
+    reports arrive; `since` is inclusive, `until` exclusive. The listing and the export
+    both page with it, and one report past the page is read so that "more" is known,
+    never guessed from a full page (a page of exactly the rest is then the last one, not
+    a pointer to an empty page)."""
     where: list[str] = ["1"]
     params: dict[str, object] = {}
     if status is not None:
@@ -172,41 +176,15 @@ def list_reports(
     if ids is not None:
         where.append("id IN (SELECT value FROM json_each(:ids))")
         params["ids"] = json.dumps([int(i) for i in ids])
-    params["limit"] = int(limit)
+    params["limit"] = int(limit) + 1
     with store.reading() as conn:
         rows = conn.execute(
             f"SELECT {_COLS} FROM reports WHERE {' AND '.join(where)} ORDER BY id DESC"
             " LIMIT :limit",
             params,
         ).fetchall()
-    return [_report(r) for r in rows]
-
-
-def list_page(
-    store: Store,
-    *,
-    status: ReportStatus | str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    before_id: int | None = None,
-    limit: int = 100,
-    ids: Iterable[int] | None = None,
-) -> tuple[list[Report], int | None]:
-    """One page of `list_reports` and the `before_id` that continues it, None when nothing
-    more matches. The listing and the export share it so they page the same way, and read
-    one report past the page so "more" is known, never guessed from a full page (a page
-    of exactly `limit` reports is then the last one, not a pointer to an empty page)."""
-    found = list_reports(
-        store,
-        status=status,
-        since=since,
-        until=until,
-        before_id=before_id,
-        limit=limit + 1,
-        ids=ids,
-    )
-    page = found[:limit]
-    return page, page[-1].id if len(found) > limit and page else None
+    page = [_report(r) for r in rows[:limit]]
+    return page, page[-1].id if len(rows) > limit and page else None
 
 
 def resolve_report(

@@ -323,7 +323,7 @@ def check_reports(
         run, step = calls[request_id]
         expected = crash_child.report_contents(seed, run, step)
         assert len(ids) == len(expected), f"call {request_id}: {len(ids)} of {len(expected)}"
-        got = reports.list_reports(store, ids=ids, limit=len(ids))[::-1]
+        got = reports.list_page(store, ids=ids, limit=len(ids))[0][::-1]
         for rep, (verdict, hashes, matches) in zip(got, expected, strict=True):
             assert (rep.request_id, rep.verdict.value, rep.hashes) == (request_id, verdict, hashes)
             assert [m.to_json() | {"action": m.action.value} for m in rep.matches] == matches

@@ -18,6 +18,8 @@ from hashsvc.api import schemas
 from hashsvc.api.context import annotate, request_id
 from hashsvc.api.deps import RecordsDep, ReviewKey
 from hashsvc.keys import ApiKey
+from hashsvc.reports import Report
+from hashsvc.store import Store
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -48,15 +50,8 @@ async def list_reports(
     before_id: BeforeId = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JSONResponse:
-    page, next_before_id = await anyio.to_thread.run_sync(
-        lambda: reports.list_page(
-            store,
-            status=status,
-            since=_ts(since),
-            until=_ts(until),
-            before_id=before_id,
-            limit=limit,
-        )
+    page, next_before_id = await _page(
+        store, limit, status=status, since=_ts(since), until=_ts(until), before_id=before_id
     )
     return JSONResponse(
         {"items": [report_json(r, key) for r in page], "next_before_id": next_before_id}
@@ -89,16 +84,14 @@ async def export_reports(
     before_id: BeforeId = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> JSONResponse:
-    page, next_before_id = await anyio.to_thread.run_sync(
-        lambda: reports.list_page(
-            store,
-            status=status,
-            since=_ts(since),
-            until=_ts(until),
-            before_id=before_id,
-            limit=limit,
-            ids=report_id,
-        )
+    page, next_before_id = await _page(
+        store,
+        limit,
+        status=status,
+        since=_ts(since),
+        until=_ts(until),
+        before_id=before_id,
+        ids=report_id,
     )
     annotate(request, exported=len(page), next_before_id=next_before_id)
     return JSONResponse(
@@ -189,3 +182,8 @@ def _export_name(before_id: int | None) -> str:
     return (
         "hashsvc-reports.json" if before_id is None else f"hashsvc-reports-before-{before_id}.json"
     )
+
+
+async def _page(store: Store, limit: int, **filters: Any) -> tuple[list[Report], int | None]:
+    """`reports.list_page` off the event loop (the listing's and the export's query)."""
+    return await anyio.to_thread.run_sync(lambda: reports.list_page(store, limit=limit, **filters))
