@@ -185,6 +185,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX entries_by_external ON entries(list_id, external_id)
         WHERE external_id <> '';
     """,
+    # 5: at most MAX_VARIANTS (63) variants per entry and signal. Before, enrolling
+    # near-copies of one image (same PDQ, other crops) piled up more, and one entry past
+    # 64 codes made every index refresh fail. Keep each entry's first 63 and log an
+    # 'add' so every worker reloads those entries' codes.
+    """
+    CREATE TEMP TABLE over_cap AS
+        SELECT id, entry_id FROM (
+            SELECT id, entry_id, row_number() OVER (
+                PARTITION BY entry_id, signal_type ORDER BY id) AS n
+            FROM entry_variants)
+        WHERE n > 63;
+    INSERT INTO changes (entry_id, list_id, op, at)
+        SELECT DISTINCT o.entry_id, e.list_id, 'add', (julianday('now') - 2440587.5) * 86400.0
+        FROM over_cap o JOIN entries e ON e.id = o.entry_id;
+    DELETE FROM entry_variants WHERE id IN (SELECT id FROM over_cap);
+    DROP TABLE over_cap;
+    """,
 ]
 
 LIST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -431,6 +431,38 @@ def test_an_entry_holds_at_most_max_variants(store: Store, tmp_path: Path) -> No
     assert set(indexes.search(full[-1][0], 0)[0].tolist()) == {entry_id}
 
 
+def test_opening_an_older_database_trims_variants_past_the_cap(tmp_path: Path) -> None:
+    """A database written before the cap may hold more variants than the index can key;
+    opening it keeps each entry's first MAX_VARIANTS per signal, logs the change, and the
+    index then loads and refreshes."""
+    from hashsvc.index_sync import IndexSet
+
+    db = tmp_path / "hashsvc.db"
+    rng = random.Random(8)
+    with Store.open(db) as store:
+        a, b = load(store, "a", make_entries(2))
+        v = store.version()
+    extra = [rand_hash(rng) for _ in range(100)]
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.executemany(  # as an older hashsvc let enrollment do
+            "INSERT INTO entry_variants (entry_id, signal_type, hash, kind)"
+            " VALUES (?, 'pdq', ?, 'crop')",
+            [(a, h.value) for h in extra] + [(b, h.value) for h in extra[:5]],
+        )
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    with Store.open(db) as store:
+        ids, codes = store.live_codes(PDQ)
+        assert ids.tolist().count(a) == 1 + store_mod.MAX_VARIANTS
+        assert ids.tolist().count(b) == 1 + 5  # under the cap: untouched
+        kept = {bytes(c) for i, c in zip(ids.tolist(), codes, strict=True) if i == a}
+        assert kept >= {h.value for h in extra[: store_mod.MAX_VARIANTS]}
+        assert [(c.op, c.entry_id) for c in store.changes_since(v)] == [("add", a)]
+        indexes = IndexSet.open(store, tmp_path / "idx")
+        indexes.refresh()
+        assert set(indexes.search(extra[10], 0)[0].tolist()) == {a}  # kept; not b's
+        assert indexes.search(extra[-1], 0)[0].size == 0  # trimmed
+
+
 def test_enrolling_near_copies_keeps_the_first_variants(store: Store) -> None:
     """Media with one PDQ enrolled again and again (re-encodes: same hash, other crops)
     must not pile variants onto the entry; an entry imported as a bare hash gets the
