@@ -82,6 +82,7 @@ def create(
         list[str] | None,
         typer.Option(
             "--option",
+            metavar="NAME=BOOL",
             help="A per-list switch, NAME=true|false (repeatable): dihedral, trim_borders,"
             " crops, corroborate. Left out: the service's setting.",
         ),
