@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -563,6 +563,22 @@ def start_pool_server() -> None:
 
 
 @contextmanager
+def signal_handler(signum: int, handler: Any) -> Iterator[None]:
+    """`handler` (a function or signal.SIG_IGN) for `signum` inside the block, the
+    previous handler after it. Off the main thread nothing changes: Python lets only the
+    main thread set handlers, and a scan run from another thread (the engine API in a
+    server) keeps its host's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+@contextmanager
 def _sigint_deferred() -> Iterator[list[int]]:
     """Ctrl-C while the pool's workers start is noted (the yielded list) and acted on
     once they have started. Why: the pool asks the forkserver for a worker and then
@@ -570,18 +586,11 @@ def _sigint_deferred() -> Iterator[list[int]]:
     server still owed it that worker, which then found the pool's semaphores gone and
     printed a FileNotFoundError traceback. Started, the workers are shut down cleanly."""
     got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    with signal_handler(signal.SIGINT, lambda signum, frame: got.append(signum)):
         yield got
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
-    try:
-        yield got
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
-@contextmanager
-def _sigint_ignored_by_children() -> Iterator[None]:
+def _sigint_ignored_by_children() -> AbstractContextManager[None]:
     """SIGINT ignored while a child process is started, so that the child ignores it from
     its first instruction (an ignored signal stays ignored across exec, and Python then
     installs no KeyboardInterrupt handler). Why: Ctrl-C reaches the whole process group,
@@ -589,14 +598,7 @@ def _sigint_ignored_by_children() -> Iterator[None]:
     once its preload is done (multiprocessing.forkserver.main), so a Ctrl-C before then
     printed its KeyboardInterrupt traceback under the CLI's own message. The scan's own
     process decides what an interrupt means; the pool workers ignore it too."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return signal_handler(signal.SIGINT, signal.SIG_IGN)
 
 
 class ProcessBackend:

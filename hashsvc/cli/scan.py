@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
@@ -138,22 +138,15 @@ def scan_cmd(
     raise typer.Exit(exit_status(stats))
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt() -> AbstractContextManager[None]:
     """`kill <pid>` stops the scan like Ctrl-C does (workers shut down, summary printed)
     instead of ending it mid-way; SIGKILL remains the only unclean stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    from hashsvc import scan
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return scan.signal_handler(signal.SIGTERM, handler)
 
 
 def exit_status(stats: ScanStats) -> int:
