@@ -299,9 +299,7 @@ def hash_media(
     """
     wanted = set(signals)
     fast = path is HashPath.FAST
-    if fast and engine == "numba":
-        engine = "sampled"  # matching only: 0-2 bits from numba on the same luma
-    decoded = media.decode(data, max_pixels=max_pixels, mode="L" if fast else "RGB", fast=fast)
+    decoded, engine = decode_for(data, path, engine, max_pixels=max_pixels)
     values: dict[str, Any] = {"path": path}
     if SignalType.MD5 in wanted:
         values["md5"] = md5(data)
@@ -319,6 +317,21 @@ def hash_media(
     if trim and SignalType.PDQ in wanted:
         values.update(_trimmed(decoded, wanted, engine))
     return MediaHashes(**values)
+
+
+def decode_for(
+    data: bytes, path: HashPath, engine: PdqEngine = "numba", *, max_pixels: int
+) -> tuple[media.DecodedImage, PdqEngine]:
+    """The pixels a path hashes, and the PDQ kernel it hashes them with: the FAST path's
+    reduced luma decode with the sampled kernel (for "numba": matching only, 0-2 bits
+    from numba on the same luma), the REFERENCE path's full RGB decode with `engine`.
+    `hash_media` and the matcher's rotation check both decode through here, so a match
+    is confirmed on the same pixels its hash came from."""
+    fast = path is HashPath.FAST
+    if fast and engine == "numba":
+        engine = "sampled"
+    decoded = media.decode(data, max_pixels=max_pixels, mode="L" if fast else "RGB", fast=fast)
+    return decoded, engine
 
 
 def _trimmed(

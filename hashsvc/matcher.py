@@ -210,13 +210,8 @@ class Matcher:
         ]  # fmt: skip
         if not suspects or not isinstance(result.hashes, MediaHashes):
             return result
-        from hashsvc import media
-
-        fast = result.hashes.path is hashing.HashPath.FAST
-        if fast and engine == "numba":
-            engine = "sampled"  # as hash_media chooses on the FAST path
-        decoded = media.decode(
-            data, max_pixels=self.settings.max_pixels, mode="L" if fast else "RGB", fast=fast
+        decoded, engine = hashing.decode_for(
+            data, result.hashes.path, engine, max_pixels=self.settings.max_pixels
         )
         pixels = decoded.array()
         meta = self.store.entry_meta(m.entry_id for m in suspects)
