@@ -5,7 +5,10 @@
 
 For every N x data set (uniform, clustered) x code kind (PDQ-256 r=31, pHash-64 r=10):
 
-* ``ours``        hashsvc.search.BinaryIndex with the default ``auto`` rule (MIH at these N)
+* ``ours``        hashsvc.search.BinaryIndex with the default ``auto`` rule (MIH at these N;
+                  the inline bucket layout where it fits its memory bound, see mih.py)
+* ``ours-rows``   the same with ``layout="rows"`` (the MIH layout ``auto`` used before the
+                  inline one; run where ``auto`` picks inline, to show the trade side by side)
 * ``ours-flat``   the same with ``strategy="flat"`` (pure scan; pHash only by default: the
                   check that our scan runs at the memory-bandwidth floor)
 * ``faiss-flat``  faiss.IndexBinaryFlat range_search (radius + 1: FAISS's radius is strict)
@@ -188,7 +191,7 @@ def worker_build(args: argparse.Namespace) -> dict:
     codes = np.load(cpath)
     ids = np.arange(len(codes), dtype=np.int64)
     t0 = time.perf_counter()
-    idx = BinaryIndex(args.bits, strategy=args.strategy)
+    idx = BinaryIndex(args.bits, strategy=args.strategy, layout=args.layout)
     idx.add(ids, codes)
     build = time.perf_counter() - t0
     del codes
@@ -202,6 +205,7 @@ def worker_build(args: argparse.Namespace) -> dict:
         "index_mb": idx.memory_bytes() / 2**20,
         "path": idx.path_for(RADIUS[args.bits]),
         "num_tables": idx._state.main.tables.num_tables if idx.uses_mih else 0,
+        "layout": idx._state.main.tables.layout if idx.uses_mih else "",
     }
 
 
@@ -218,7 +222,9 @@ def worker_ours(args: argparse.Namespace) -> dict:
     queries = np.load(qpath)
     r = RADIUS[args.bits]
     t0 = time.perf_counter()
-    idx = BinaryIndex.load(Path(args.index_dir), args.bits, strategy=args.strategy)
+    idx = BinaryIndex.load(
+        Path(args.index_dir), args.bits, strategy=args.strategy, layout=args.layout
+    )
     load = time.perf_counter() - t0
     for q in queries[:10]:
         idx.search(q, r)
@@ -360,7 +366,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--kinds", default="uniform,clustered")
     ap.add_argument("--bits", default="256,64")
-    ap.add_argument("--engines", default="ours,ours-flat,faiss-flat,faiss-mh")
+    ap.add_argument("--engines", default="ours,ours-rows,ours-flat,faiss-flat,faiss-mh")
     ap.add_argument("--flat-bits", default="64", help="code sizes ours-flat runs for")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--timeout", type=float, default=1800)
@@ -371,6 +377,7 @@ def main() -> None:
     ap.add_argument("--kind", help=argparse.SUPPRESS)
     ap.add_argument("--index-dir", help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default="auto", help=argparse.SUPPRESS)
+    ap.add_argument("--layout", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         args.bits = int(args.bits)
@@ -402,10 +409,14 @@ def main() -> None:
                 these = [e for e in engines if e != "ours-flat" or bits in flat_bits]
                 for eng in these:
                     t0 = time.perf_counter()
-                    if eng in ("ours", "ours-flat"):
+                    if eng in ("ours", "ours-flat", "ours-rows"):
+                        if eng == "ours-rows" and res.get("ours", {}).get("layout") == "rows":
+                            continue  # auto already built the rows layout: same engine twice
                         strat = "flat" if eng == "ours-flat" else "auto"
-                        d = DATA / f"index-{kind}-{bits}-{n}-{strat}"
-                        extra = ["--index-dir", str(d), "--strategy", strat, *base]
+                        layout = "rows" if eng == "ours-rows" else "auto"
+                        d = DATA / f"index-{kind}-{bits}-{n}-{strat}-{layout}"
+                        extra = ["--index-dir", str(d), "--strategy", strat, "--layout", layout]
+                        extra += base
                         b = run_worker(["--engine", "build", *extra], args.timeout)
                         o = (
                             run_worker(["--engine", "ours", *extra], args.timeout)
@@ -422,6 +433,7 @@ def main() -> None:
                         flush=True,
                     )
                 ref = res.get("faiss-flat", {})
+                these = [e for e in these if e in res]
                 for eng in these:
                     r = res[eng]
                     exact = "-"
@@ -439,6 +451,7 @@ def main() -> None:
                             eng
                             + (
                                 f" ({r['path']}"
+                                + (f", {r['layout']}" if r.get("layout") else "")
                                 + (f", m={r['num_tables']}" if r.get("num_tables") else "")
                                 + ")"
                                 if eng.startswith("ours") and "path" in r

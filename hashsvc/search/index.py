@@ -22,6 +22,10 @@ bandwidth and FAISS's multi-hash index loses to it), but our MIH (3 tables of 21
 measured 0.19 vs 0.76 ms at 1M and 0.38 vs 4.2 ms at 4M, so ``auto`` uses MIH for pHash
 too, for ~2x the codes' memory in tables; ``strategy="flat"`` keeps the pure scan.
 
+Table layout (mih.py): from ``INLINE_MIN_ROWS`` rows (~1M PDQ, any pHash size) and within
+``INLINE_MAX_BYTES``, the tables keep code prefixes inline in their buckets: ~2x faster at
+1M than the rows layout for ~3x its table memory. Above the bound (10M PDQ) they keep rows.
+
 Threading: searches are lock-free reads of an immutable state snapshot (main segment +
 delta view), so any number of threads may search concurrently with each other and with
 mutations; mutations are serialised by a lock. ``search_batch(threads=k)`` runs query
@@ -47,6 +51,7 @@ from . import flat, mih
 from .errors import DuplicateIdError, InvalidInputError
 
 Strategy = Literal["auto", "flat", "mih"]
+Layout = Literal["auto", "inline", "rows"]
 
 #: Below this many rows a segment gets no MIH tables: measured at r=31, a scan of 2,000 PDQ
 #: codes beats MIH (14 vs 17 us) and MIH wins from ~8,000 (22 vs 28 us); pHash r=10: MIH
@@ -60,6 +65,17 @@ NUMPY_MAX_ROWS = 8192
 #: here, a quarter of a 10M MIH query; a smaller cap would rebuild 10M-entry tables (~5 s)
 #: more often.
 DEFAULT_MAX_DELTA = 32768
+#: ``layout="auto"`` builds inline MIH tables (mih.py) when their row numbers and inline
+#: codes fit in this many bytes: PDQ up to ~1.6M entries (320 MB at 1M, against ~100 MB for
+#: the rows layout), pHash up to ~14M. Larger segments keep the rows layout, which is what
+#: keeps 10M PDQ within 1.5 GB.
+INLINE_MAX_BYTES = 512 << 20
+#: ... and from this many rows. PDQ, batch of 200 queries at r=31, rows vs inline us/query
+#: (uniform; clustered): 250k 84-93 vs 59-63; 87-124 vs 127-190. 500k 98 vs 57; 151-211 vs
+#: 233-279. 1M 145-149 vs 72; 339-448 vs 292-407. Below ~1M the rows layout's random
+#: fetches still hit cache often enough that near-duplicate clusters make inline slower.
+#: pHash (all 64 bits inline, no fetch at all) was faster inline at every size measured.
+INLINE_MIN_ROWS = {256: 750_000, 64: 0}
 
 
 def _default_threads() -> int:
@@ -112,6 +128,8 @@ class BinaryIndex:
         num_tables: int | None = None,
         max_delta: int = DEFAULT_MAX_DELTA,
         build_threads: int | None = None,
+        layout: Layout = "auto",
+        inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
         """
         Args:
@@ -123,11 +141,16 @@ class BinaryIndex:
             num_tables: force the number of MIH substrings (default ~bits/log2(n)).
             max_delta: ``add`` compacts once the delta would exceed this many entries.
             build_threads: threads for building MIH tables (default: up to 2).
+            layout: MIH bucket layout (mih.py): ``"auto"`` takes ``"inline"`` when it
+                fits in ``inline_max_bytes``, else ``"rows"``; the others force one.
+            inline_max_bytes: the memory bound of ``layout="auto"``.
         """
         if bits not in (64, 256):
             raise InvalidInputError(f"bits must be 64 or 256, got {bits!r}")
         if strategy not in ("auto", "flat", "mih"):
             raise InvalidInputError(f"unknown strategy {strategy!r}")
+        if layout not in ("auto", "inline", "rows"):
+            raise InvalidInputError(f"unknown layout {layout!r}")
         if num_tables is not None:
             mih.split_bits(bits, num_tables)  # validates
         if max_delta < 0:
@@ -138,6 +161,8 @@ class BinaryIndex:
         self.strategy: Strategy = strategy
         self.num_tables = num_tables
         self.max_delta = max_delta
+        self.layout: Layout = layout
+        self.inline_max_bytes = inline_max_bytes
         self.build_threads = build_threads or _default_threads()
         self._lock = threading.RLock()
         self._dpos: dict[int, int] = {}  # delta id -> delta row (live only)
@@ -159,13 +184,24 @@ class BinaryIndex:
             return False
         return self.strategy == "mih" or n >= MIH_MIN_ROWS[self.bits]
 
+    def _wants_inline(self, n: int) -> bool:
+        if self.layout != "auto":
+            return self.layout == "inline"
+        if n < INLINE_MIN_ROWS[self.bits]:
+            return False
+        m = self.num_tables or mih.choose_num_tables(n, self.bits, inline=True)
+        return mih.inline_nbytes(n, self.bits, m) <= self.inline_max_bytes
+
     def _make_main(self, ids: np.ndarray, codes: np.ndarray) -> _Main:
         """Main segment over id-sorted ``ids``/``codes`` (takes ownership)."""
         tables = None
         n = len(ids)
         if self._wants_tables(n):
-            m = self.num_tables or mih.choose_num_tables(n, self.bits)
-            tables = mih.build_tables(codes, self.bits, m, threads=self.build_threads)
+            inline = self._wants_inline(n)
+            m = self.num_tables or mih.choose_num_tables(n, self.bits, inline)
+            tables = mih.build_tables(
+                codes, self.bits, m, threads=self.build_threads, inline=inline
+            )
         return _Main(ids=ids, codes=codes, dead=np.zeros(n, bool), tables=tables)
 
     def _check_codes(self, codes: np.ndarray, what: str = "codes") -> np.ndarray:
@@ -468,7 +504,7 @@ class BinaryIndex:
             assert t is not None
             p = t.plan(radius)
             # candidates worth verifying before a scan of the segment is cheaper
-            max_cand = int(flat.estimate_scan_ns(m.n, self.words) / mih.COST_CANDIDATE_NS)
+            max_cand = int(flat.estimate_scan_ns(m.n, self.words) / t.candidate_ns)
             if self.strategy == "mih":
                 max_cand = np.iinfo(np.int64).max  # forced: always verify (tests)
             lims, rids, rd, scan = K.mih_batch(
@@ -483,6 +519,8 @@ class BinaryIndex:
                 t.offsets,
                 t.keys,
                 t.rows,
+                t.inline,
+                t.iw,
                 p.masks,
                 p.mask_off,
                 max_cand,
@@ -544,6 +582,8 @@ class BinaryIndex:
         num_tables: int | None = None,
         max_delta: int = DEFAULT_MAX_DELTA,
         build_threads: int | None = None,
+        layout: Layout = "auto",
+        inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> BinaryIndex:
         """Load a saved index: verify the checksum, rebuild the tables.
 
@@ -558,6 +598,8 @@ class BinaryIndex:
             num_tables=num_tables,
             max_delta=max_delta,
             build_threads=build_threads,
+            layout=layout,
+            inline_max_bytes=inline_max_bytes,
         )
         ids, codes = loaded.ids, loaded.codes
         if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):

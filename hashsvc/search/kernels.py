@@ -384,6 +384,16 @@ def build_direct_table(
 
 
 @njit(cache=True, nogil=True)
+def gather_prefixes(c: np.ndarray, W: int, rows: np.ndarray, IW: int, out: np.ndarray) -> None:
+    """``out[p * IW + w] = c[rows[p] * W + w]`` for ``w < IW``: one inline table's code
+    prefixes in its bucket order (rows ascend within a bucket, so reads are mostly forward)."""
+    for p in range(rows.shape[0]):
+        b = np.int64(rows[p]) * W
+        for w in range(IW):
+            out[p * IW + w] = c[b + w]
+
+
+@njit(cache=True, nogil=True)
 def substring_keys(c: np.ndarray, W: int, n: int, start: int, length: int) -> np.ndarray:
     """Substring keys of every row, for the sorted-keys table layout (wide substrings)."""
     keys = np.empty(n, np.uint64)
@@ -444,6 +454,8 @@ def _mih_one(
     offsets: np.ndarray,
     keys: np.ndarray,
     rows: np.ndarray,
+    inline: np.ndarray,
+    IW: int,
     masks: np.ndarray,
     mask_off: np.ndarray,
     x: np.ndarray,
@@ -523,20 +535,25 @@ def _mih_one(
         return out_ids, out_d, -1 - cnt  # caller scans this query instead
     cand = np.empty(total, np.uint32)
     ctab = np.empty(total, np.int32)
-    k = 0
-    for t in range(m):
-        if rad[t] < 0:
-            continue
-        rbase = meta[t, M_ROWS]
-        for s0 in range(mask_off[t], mask_off[t + 1], _PF):
-            e0 = min(s0 + _PF, mask_off[t + 1])
-            for mi in range(s0, e0):
-                _prefetch(rows, rbase + np.int64(plo[mi]))
-            for mi in range(s0, e0):
-                for p in range(np.int64(plo[mi]), np.int64(phi[mi])):
-                    cand[k] = rows[rbase + p]
-                    ctab[k] = t
-                    k += 1
+    if IW > 0:  # inline layout: only the rows whose prefix is within the radius go on
+        total = _gather_inline(
+            q, radius, meta, rad, rows, inline, IW, mask_off, plo, phi, cand, ctab
+        )
+    else:
+        k = 0
+        for t in range(m):
+            if rad[t] < 0:
+                continue
+            rbase = meta[t, M_ROWS]
+            for s0 in range(mask_off[t], mask_off[t + 1], _PF):
+                e0 = min(s0 + _PF, mask_off[t + 1])
+                for mi in range(s0, e0):
+                    _prefetch(rows, rbase + np.int64(plo[mi]))
+                for mi in range(s0, e0):
+                    for p in range(np.int64(plo[mi]), np.int64(phi[mi])):
+                        cand[k] = rows[rbase + p]
+                        ctab[k] = t
+                        k += 1
     # phase C: verify; report a hit only from the first table able to find it. Hits are
     # compacted in place into cand/ctab (slot h <= k is already consumed), so the growable
     # output is touched once per query, not inside the candidate loop (see flat_scan).
@@ -578,6 +595,59 @@ def _mih_one(
 
 
 @njit(cache=True, nogil=True)
+def _gather_inline(
+    q: np.ndarray,
+    radius: int,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    rows: np.ndarray,
+    inline: np.ndarray,
+    IW: int,
+    mask_off: np.ndarray,
+    plo: np.ndarray,
+    phi: np.ndarray,
+    cand: np.ndarray,
+    ctab: np.ndarray,
+) -> int:
+    """Phase B of ``_mih_one`` for the inline layout (mih.py): the candidates worth a full
+    check, into ``cand``/``ctab``; returns how many.
+
+    Every probed bucket's inline prefixes are prefetched first (one short sequential run
+    each, so their misses overlap), then read in order. The distance over the ``IW``-word
+    prefix is a lower bound of the full distance, so a row whose prefix is already beyond
+    ``radius`` is dropped without its code ever being fetched: for codes far from the query
+    (nearly all of them) that is every row. Phase C then checks the rest exactly as for the
+    rows layout (full distance with prefetch, tombstone, first-table dedupe), so the two
+    layouts cannot differ in what they return.
+    """
+    m = meta.shape[0]
+    for t in range(m):
+        if rad[t] < 0:
+            continue
+        rbase = meta[t, M_ROWS]
+        for mi in range(mask_off[t], mask_off[t + 1]):
+            lo = (rbase + np.int64(plo[mi])) * IW
+            hi = (rbase + np.int64(phi[mi])) * IW
+            for a in range(lo, hi, 8):  # 8 words = one cache line
+                _prefetch(inline, a)
+    k = 0
+    for t in range(m):
+        if rad[t] < 0:
+            continue
+        rbase = meta[t, M_ROWS]
+        for mi in range(mask_off[t], mask_off[t + 1]):
+            for p in range(rbase + np.int64(plo[mi]), rbase + np.int64(phi[mi])):
+                d = 0
+                for w in range(IW):
+                    d += _ctpop(inline[p * IW + w] ^ q[w])
+                if d <= radius:
+                    cand[k] = rows[p]
+                    ctab[k] = t
+                    k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
 def mih_batch(
     c: np.ndarray,
     W: int,
@@ -590,6 +660,8 @@ def mih_batch(
     offsets: np.ndarray,
     keys: np.ndarray,
     rows: np.ndarray,
+    inline: np.ndarray,
+    IW: int,
     masks: np.ndarray,
     mask_off: np.ndarray,
     max_cand: int,
@@ -623,6 +695,8 @@ def mih_batch(
             offsets,
             keys,
             rows,
+            inline,
+            IW,
             masks,
             mask_off,
             x,

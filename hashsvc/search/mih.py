@@ -13,6 +13,20 @@ Why our own tables and not ``faiss.IndexBinaryMultiHash``: FAISS keeps buckets i
 direct-indexed ``uint32`` offset array plus ``uint32`` row array is ~90 MB per table at
 10M, builds with a counting sort in ~0.1-0.3 s, and probes with two cache misses.
 
+Two layouts of a table's buckets:
+
+* **rows** (Norouzi et al.): a bucket lists row numbers; each candidate is then a random
+  fetch of its code. Substrings of ~log2(n) bits keep buckets at ~1 row, so a PDQ query
+  at r=31 probes ~1,400 buckets and fetches ~1,400 codes: ~2,800 dependent DRAM misses.
+* **inline**: each bucket also holds the first ``inline_words(bits)`` words of its rows' codes,
+  contiguous, so the candidates of a bucket are read as one short sequential run and a
+  partial distance (a lower bound of the full one) rejects all but the true hits before
+  any code is fetched. A candidate then costs a few ns instead of a DRAM miss, so shorter
+  substrings with ~16 rows per bucket win: at 1M PDQ, 16 tables of 16 bits, 272 probes
+  (bench/RESULTS-search.md). It costs ``m * n * (4 + 8 * inline_words(bits))`` bytes
+  (320 MB at 1M PDQ against ~100 MB for rows), so ``index.py`` uses it only within a
+  memory bound, and for PDQ only from ``index.INLINE_MIN_ROWS`` rows.
+
 Wide substrings (more than ``DIRECT_MAX_BITS`` bits, or 2**bits far above the row count; only
 when the caller forces the number of tables) would need a huge, mostly empty direct offset
 array; those tables store sorted unique keys instead and probe by binary search.
@@ -41,18 +55,44 @@ MAX_SUB_BITS = 32
 COST_PROBE_NS = 45.0  # one bucket lookup: offsets miss + rows miss
 COST_CANDIDATE_NS = 95.0  # one candidate: random code fetch + popcount + bookkeeping
 COST_QUERY_NS = 8000.0  # fixed per-query overhead (Python, dispatch, allocation)
+# Inline layout (fitted the same way at 1M PDQ, see bench/RESULTS-search.md): a probe is an
+# offsets miss plus the bucket's first line; a candidate is a partial distance on data that
+# is already streaming in.
+COST_INLINE_PROBE_NS = 240.0
+COST_INLINE_CANDIDATE_NS = 3.0
+#: Words of each code kept inline: 128 of PDQ's 256 bits, all of pHash's 64. A random code
+#: is within 31 of a query on 128 bits with probability ~1e-9, so a far code is never
+#: fetched. Near-duplicate clusters let more through (at 1M clustered PDQ ~half the
+#: candidates), and those go through the rows layout's own prefetched verify phase. Measured
+#: at 1M (bench/RESULTS-search.md): 192 or 256 inline bits cost 120-240 MB more and slowed
+#: uniform queries by the extra bytes streamed, for no gain once that phase was shared.
+INLINE_WORDS_MAX = 2
+#: Rows per bucket the inline layout aims for (2**4: substrings of log2(n) - 4 bits).
+INLINE_BUCKET_LOG2 = 4
 
 
-def choose_num_tables(n: int, bits: int) -> int:
+def inline_words(bits: int) -> int:
+    """Words of each code an inline table keeps (the partial-distance prefix)."""
+    return min(bits // 64, INLINE_WORDS_MAX)
+
+
+def inline_nbytes(n: int, bits: int, m: int) -> int:
+    """Bytes of an inline layout's row numbers and inline codes (offsets excluded)."""
+    return m * n * (4 + 8 * inline_words(bits))
+
+
+def choose_num_tables(n: int, bits: int, inline: bool = False) -> int:
     """Number of substrings for ``n`` codes: about ``bits / log2(n)`` (Norouzi et al.).
 
     With substrings of ~log2(n) bits every bucket holds about one row, which balances the
     cost of probing buckets against the cost of verifying candidates. At 10M PDQ this gives
-    11 tables of 23-24 bits.
+    11 tables of 23-24 bits. Inline candidates are ~30x cheaper, so inline tables take
+    ``INLINE_BUCKET_LOG2`` fewer bits (at least 8): 16 tables of 16 bits at 1M PDQ.
     """
     if n < 2:
         return max(1, math.ceil(bits / MAX_SUB_BITS))
-    m = round(bits / math.log2(n))
+    L = math.log2(n) - (INLINE_BUCKET_LOG2 if inline else 0)
+    m = round(bits / max(L, 8.0 if inline else 1.0))
     return int(min(max(m, math.ceil(bits / MAX_SUB_BITS), 1), bits))
 
 
@@ -97,13 +137,15 @@ def num_probes(length: int, r: int) -> int:
     return sum(math.comb(length, k) for k in range(min(r, length) + 1))
 
 
-def table_cost_ns(length: int, r: int, n: int) -> float:
+def table_cost_ns(length: int, r: int, n: int, inline: bool = False) -> float:
     """Estimated cost of probing one table at radius ``r`` (uniform-codes assumption)."""
     p = num_probes(length, r)
+    if inline:
+        return p * (COST_INLINE_PROBE_NS + COST_INLINE_CANDIDATE_NS * n / 2.0**length)
     return p * (COST_PROBE_NS + COST_CANDIDATE_NS * n / 2.0**length)
 
 
-def allocate_radii(lens: np.ndarray, radius: int, n: int) -> np.ndarray:
+def allocate_radii(lens: np.ndarray, radius: int, n: int, inline: bool = False) -> np.ndarray:
     """Per-table probe radii ``r_t`` with ``sum(r_t + 1) == radius + 1`` at least cost.
 
     Greedy on the marginal cost of one more bit of radius; optimal because each table's
@@ -118,7 +160,9 @@ def allocate_radii(lens: np.ndarray, radius: int, n: int) -> np.ndarray:
             L = int(lens[t])
             if rad[t] >= L:  # already probes every key of this table
                 continue
-            inc = table_cost_ns(L, int(rad[t]) + 1, n) - table_cost_ns(L, int(rad[t]), n)
+            inc = table_cost_ns(L, int(rad[t]) + 1, n, inline) - table_cost_ns(
+                L, int(rad[t]), n, inline
+            )
             if inc < best_inc:
                 best_t, best_inc = t, inc
         if best_t < 0:  # every table fully enumerated: radius >= bits, nothing left to add
@@ -127,17 +171,17 @@ def allocate_radii(lens: np.ndarray, radius: int, n: int) -> np.ndarray:
     return rad
 
 
-def estimate_mih_ns(lens: np.ndarray, radius: int, n: int) -> float:
+def estimate_mih_ns(lens: np.ndarray, radius: int, n: int, inline: bool = False) -> float:
     """Estimated single-query MIH cost for ``radius`` (uniform codes)."""
-    rad = allocate_radii(lens, radius, n)
+    rad = allocate_radii(lens, radius, n, inline)
     return COST_QUERY_NS + sum(
-        table_cost_ns(int(L), int(r), n) for L, r in zip(lens, rad, strict=True)
+        table_cost_ns(int(L), int(r), n, inline) for L, r in zip(lens, rad, strict=True)
     )
 
 
-def total_probes(lens: np.ndarray, radius: int, n: int) -> int:
+def total_probes(lens: np.ndarray, radius: int, n: int, inline: bool = False) -> int:
     """Keys a query at ``radius`` would probe, summed over tables."""
-    rad = allocate_radii(lens, radius, n)
+    rad = allocate_radii(lens, radius, n, inline)
     return sum(num_probes(int(L), int(r)) for L, r in zip(lens, rad, strict=True))
 
 
@@ -163,6 +207,10 @@ class MihTables:
     offsets: np.ndarray  # uint32, all tables concatenated
     keys: np.ndarray  # uint64 sorted unique keys of the sorted-layout tables (else empty)
     rows: np.ndarray  # uint32, m * n
+    #: inline layout: uint64 (m * n * iw,), row p of table t's order holds the first ``iw``
+    #: words of code ``rows[t * n + p]``; empty with iw == 0 for the rows layout
+    inline: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    iw: int = 0
     _plans: dict[int, ProbePlan] = field(default_factory=dict, repr=False)
     _assessed: dict[int, tuple[bool, float]] = field(default_factory=dict, repr=False)
 
@@ -172,14 +220,31 @@ class MihTables:
 
     @property
     def nbytes(self) -> int:
-        return int(self.offsets.nbytes + self.keys.nbytes + self.rows.nbytes + self.meta.nbytes)
+        return int(
+            self.offsets.nbytes
+            + self.keys.nbytes
+            + self.rows.nbytes
+            + self.meta.nbytes
+            + self.inline.nbytes
+        )
+
+    @property
+    def candidate_ns(self) -> float:
+        """Modelled cost of one candidate (bounds the candidates verified before a scan)."""
+        return COST_INLINE_CANDIDATE_NS if self.iw else COST_CANDIDATE_NS
+
+    @property
+    def layout(self) -> str:
+        """``"inline"`` or ``"rows"`` (module doc)."""
+        return "inline" if self.iw else "rows"
 
     def _assess(self, radius: int) -> tuple[bool, float]:
         a = self._assessed.get(radius)
         if a is None:  # pure-Python greedy: cached, it would cost ~0.3 ms per query
+            inline = self.iw > 0
             a = (
-                total_probes(self.lens, radius, self.n) <= MAX_PROBES,
-                estimate_mih_ns(self.lens, radius, self.n),
+                total_probes(self.lens, radius, self.n, inline) <= MAX_PROBES,
+                estimate_mih_ns(self.lens, radius, self.n, inline),
             )
             if len(self._assessed) > 64:
                 self._assessed.clear()
@@ -198,7 +263,8 @@ class MihTables:
         """Probe plan for ``radius`` (cached: a service uses one or two radii)."""
         p = self._plans.get(radius)
         if p is None:
-            rad = allocate_radii(self.lens, radius, self.n)
+            inline = self.iw > 0
+            rad = allocate_radii(self.lens, radius, self.n, inline)
             parts = [
                 flip_masks(int(L), int(r)) if r >= 0 else np.empty(0, np.uint64)
                 for L, r in zip(self.lens, rad, strict=True)
@@ -207,7 +273,8 @@ class MihTables:
             mask_off[1:] = np.cumsum([len(x) for x in parts])
             masks = np.concatenate(parts) if parts else np.empty(0, np.uint64)
             est = COST_QUERY_NS + sum(
-                table_cost_ns(int(L), int(r), self.n) for L, r in zip(self.lens, rad, strict=True)
+                table_cost_ns(int(L), int(r), self.n, inline)
+                for L, r in zip(self.lens, rad, strict=True)
             )
             p = ProbePlan(rad=rad, masks=masks, mask_off=mask_off, estimate_ns=est)
             if len(self._plans) > 16:
@@ -216,11 +283,14 @@ class MihTables:
         return p
 
 
-def build_tables(codes: np.ndarray, bits: int, m: int, threads: int = 1) -> MihTables:
+def build_tables(
+    codes: np.ndarray, bits: int, m: int, threads: int = 1, inline: bool = False
+) -> MihTables:
     """Build the m tables over ``codes`` (uint64, shape (n, bits // 64)).
 
     Direct tables are a numba counting sort (no Python loop over rows); tables are built
     concurrently on ``threads`` Python threads since the kernels release the GIL.
+    ``inline``: also copy each table's code prefixes into bucket order (module doc).
     """
     from . import kernels as K
 
@@ -292,6 +362,22 @@ def build_tables(codes: np.ndarray, bits: int, m: int, threads: int = 1) -> MihT
             list(ex.map(_worker, range(nthreads)))
     elif todo:
         _worker(0)
+    iw = inline_words(bits) if inline else 0
+    inline_codes = np.empty(m * n * iw, dtype=np.uint64)
+    if iw:
+        gthreads = max(1, min(threads, m))
+
+        def _gather(k: int) -> None:
+            for t in range(k, m, gthreads):
+                K.gather_prefixes(
+                    c, W, rows[t * n : (t + 1) * n], iw, inline_codes[t * n * iw : (t + 1) * n * iw]
+                )
+
+        if gthreads > 1:
+            with ThreadPoolExecutor(max_workers=gthreads) as ex:
+                list(ex.map(_gather, range(gthreads)))
+        else:
+            _gather(0)
     return MihTables(
         bits=bits,
         n=n,
@@ -301,4 +387,6 @@ def build_tables(codes: np.ndarray, bits: int, m: int, threads: int = 1) -> MihT
         offsets=offsets,
         keys=keys_all,
         rows=rows,
+        inline=inline_codes,
+        iw=iw,
     )
