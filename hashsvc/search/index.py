@@ -22,7 +22,7 @@ bandwidth and FAISS's multi-hash index loses to it), but our MIH (3 tables of 21
 measured 0.19 vs 0.76 ms at 1M and 0.38 vs 4.2 ms at 4M, so ``auto`` uses MIH for pHash
 too, for ~2x the codes' memory in tables; ``strategy="flat"`` keeps the pure scan.
 
-Table layout (mih.py): from ``INLINE_MIN_ROWS`` rows (~1M PDQ, any pHash size) and within
+Table layout (mih.py): from ``INLINE_MIN_ROWS`` rows (750k PDQ, any pHash size) and within
 ``INLINE_MAX_BYTES``, the tables keep code prefixes inline in their buckets: ~2x faster at
 1M than the rows layout for ~3x its table memory. Above the bound (10M PDQ) they keep rows.
 
@@ -151,6 +151,10 @@ class BinaryIndex:
             raise InvalidInputError(f"unknown strategy {strategy!r}")
         if layout not in ("auto", "inline", "rows"):
             raise InvalidInputError(f"unknown layout {layout!r}")
+        if isinstance(inline_max_bytes, bool) or not isinstance(inline_max_bytes, int):
+            raise InvalidInputError("inline_max_bytes must be an int")
+        if inline_max_bytes < 0:
+            raise InvalidInputError("inline_max_bytes must be >= 0")
         if num_tables is not None:
             mih.split_bits(bits, num_tables)  # validates
         if max_delta < 0:
@@ -504,9 +508,13 @@ class BinaryIndex:
             assert t is not None
             p = t.plan(radius)
             # candidates worth verifying before a scan of the segment is cheaper
-            max_cand = int(flat.estimate_scan_ns(m.n, self.words) / t.candidate_ns)
+            # codes worth fetching, and bucket rows worth reading, before a scan of the
+            # segment is cheaper (the same bound for the rows layout, which fetches each)
+            scan_ns = flat.estimate_scan_ns(m.n, self.words)
+            max_cand = int(scan_ns / mih.COST_CANDIDATE_NS)
+            max_rows = int(scan_ns / t.candidate_ns)
             if self.strategy == "mih":
-                max_cand = np.iinfo(np.int64).max  # forced: always verify (tests)
+                max_cand = max_rows = np.iinfo(np.int64).max  # forced: always verify (tests)
             lims, rids, rd, scan = K.mih_batch(
                 m.codes.reshape(-1),
                 self.words,
@@ -524,6 +532,7 @@ class BinaryIndex:
                 p.masks,
                 p.mask_off,
                 max_cand,
+                max_rows,
             )
             res = (lims, rids, rd)
             if scan.any():  # queries inside dense clusters: a scan is cheaper (exact either way)
@@ -591,8 +600,7 @@ class BinaryIndex:
         """
         from . import persist
 
-        loaded = persist.load_arrays(Path(directory), bits)
-        self = cls(
+        self = cls(  # first: a bad argument is refused before the file is read
             bits,
             strategy=strategy,
             num_tables=num_tables,
@@ -601,6 +609,7 @@ class BinaryIndex:
             layout=layout,
             inline_max_bytes=inline_max_bytes,
         )
+        loaded = persist.load_arrays(Path(directory), bits)
         ids, codes = loaded.ids, loaded.codes
         if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             o = np.argsort(ids, kind="stable")

@@ -429,6 +429,7 @@ def flip_masks(length: int, r: int, total: int) -> np.ndarray:
 # --------------------------------------------------------------------------- MIH query
 
 _PF = 64  # prefetch distance (items) in the MIH query phases
+_PF_ALL = 512  # up to this many probes, phase A prefetches all offsets at once
 
 # Columns of the per-table ``meta`` int64 array.
 M_START = 0  # first bit of the substring
@@ -442,55 +443,30 @@ M_NCOLS = 7
 
 
 @njit(cache=True, nogil=True)
-def _mih_one(
-    c: np.ndarray,
-    W: int,
-    ids: np.ndarray,
-    dead: np.ndarray,
+def _bounds(
     q: np.ndarray,
-    radius: int,
     meta: np.ndarray,
     rad: np.ndarray,
     offsets: np.ndarray,
     keys: np.ndarray,
-    rows: np.ndarray,
-    inline: np.ndarray,
-    IW: int,
     masks: np.ndarray,
     mask_off: np.ndarray,
-    x: np.ndarray,
     plo: np.ndarray,
     phi: np.ndarray,
-    max_cand: int,
-    out_ids: np.ndarray,
-    out_d: np.ndarray,
-    cnt: int,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Exact range search of one query through the multi-index tables.
+) -> None:
+    """Phase A of ``_mih_one``: the bucket bounds ``plo[mi]:phi[mi]`` of every probe.
 
-    Table t is probed at every key within ``rad[t]`` bits of the query's substring t
-    (``rad[t] == -1``: table skipped). The radii satisfy ``sum(rad + 1) >= radius + 1`` so,
-    by pigeonhole, every row within ``radius`` has some substring t within ``rad[t]`` and
-    is found. Candidates are verified with the full distance. A hit is reported only by the
-    first table that can find it (its substring distance in every earlier probed table
-    exceeds that table's radius), which dedupes exactly without a visited set.
-    ``masks[mask_off[t]:mask_off[t+1]]`` are the flip patterns to probe for table t.
-
-    The work is split in three branch-light phases (bucket bounds, candidate rows,
-    verification) instead of one nested loop: in the nested loop the bucket-size branch
-    depends on a DRAM miss and mispredicts, serialising the ~3,000 misses of a query
-    (~1 ms at 10M). Phased, each phase's misses are independent and overlap (~0.1 ms).
-    ``plo``/``phi`` are scratch arrays of at least ``mask_off[-1]`` entries.
-
-    If the probed buckets hold more than ``max_cand`` rows (a query inside a dense cluster
-    of near-identical codes, e.g. the all-zero PDQ hashes of blank images), verifying them
-    would cost more than a scan, so it returns ``-1 - cnt`` and the caller answers this
-    query with a scan instead: the MIH path is never much slower than brute force, whatever
-    the data. (Signalled rather than scanned here so ``flat_scan`` is not compiled into a
-    second entry point: each copy costs seconds of cold JIT.)
+    With few probes in all (the inline layout's 272 at 1M PDQ) every offset is prefetched
+    up front, so the tables' misses overlap rather than one table's 17 at a time.
     """
     m = meta.shape[0]
-    # phase A: bucket bounds of every probe
+    if mask_off[-1] <= _PF_ALL:
+        for t in range(m):
+            if rad[t] >= 0 and meta[t, M_DIRECT] == 1:
+                qk = _extract(q, 0, meta[t, M_START], meta[t, M_LEN])
+                obase = meta[t, M_OFF]
+                for mi in range(mask_off[t], mask_off[t + 1]):
+                    _prefetch(offsets, obase + np.int64(qk ^ masks[mi]))
     for t in range(m):
         if rad[t] < 0:
             continue
@@ -525,21 +501,112 @@ def _mih_one(
                 else:
                     plo[mi] = 0
                     phi[mi] = 0
+
+
+@njit(cache=True, nogil=True)
+def _prefetch_lines(
+    meta: np.ndarray,
+    rad: np.ndarray,
+    inline: np.ndarray,
+    IW: int,
+    mask_off: np.ndarray,
+    plo: np.ndarray,
+    phi: np.ndarray,
+) -> None:
+    """Prefetch every probed bucket's inline prefixes (one short sequential run each, so
+    their misses overlap)."""
+    for t in range(meta.shape[0]):
+        if rad[t] < 0:
+            continue
+        rbase = meta[t, M_ROWS]
+        for mi in range(mask_off[t], mask_off[t + 1]):
+            lo = (rbase + np.int64(plo[mi])) * IW
+            hi = (rbase + np.int64(phi[mi])) * IW
+            for a in range(lo, hi, 8):  # 8 words = one cache line
+                _prefetch(inline, a)
+
+
+@njit(cache=True, nogil=True)
+def _mih_one(
+    c: np.ndarray,
+    W: int,
+    ids: np.ndarray,
+    dead: np.ndarray,
+    q: np.ndarray,
+    radius: int,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    offsets: np.ndarray,
+    keys: np.ndarray,
+    rows: np.ndarray,
+    inline: np.ndarray,
+    IW: int,
+    masks: np.ndarray,
+    mask_off: np.ndarray,
+    x: np.ndarray,
+    plo: np.ndarray,
+    phi: np.ndarray,
+    max_cand: int,
+    max_rows: int,
+    out_ids: np.ndarray,
+    out_d: np.ndarray,
+    cnt: int,
+    ready: bool,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact range search of one query through the multi-index tables.
+
+    Table t is probed at every key within ``rad[t]`` bits of the query's substring t
+    (``rad[t] == -1``: table skipped). The radii satisfy ``sum(rad + 1) >= radius + 1`` so,
+    by pigeonhole, every row within ``radius`` has some substring t within ``rad[t]`` and
+    is found. Candidates are verified with the full distance. A hit is reported only by the
+    first table that can find it (its substring distance in every earlier probed table
+    exceeds that table's radius), which dedupes exactly without a visited set.
+    ``masks[mask_off[t]:mask_off[t+1]]`` are the flip patterns to probe for table t.
+
+    The work is split in three branch-light phases (bucket bounds, candidate rows,
+    verification) instead of one nested loop: in the nested loop the bucket-size branch
+    depends on a DRAM miss and mispredicts, serialising the ~3,000 misses of a query
+    (~1 ms at 10M). Phased, each phase's misses are independent and overlap (~0.1 ms).
+    ``plo``/``phi`` are scratch arrays of at least ``mask_off[-1]`` entries.
+
+    ``ready``: phase A already ran into ``plo``/``phi`` and the inline prefixes were
+    prefetched (``mih_batch``'s pipeline); only phases B and C remain.
+
+    If the query would fetch more than ``max_cand`` codes (a query inside a dense cluster
+    of near-identical codes, e.g. the all-zero PDQ hashes of blank images), verifying them
+    would cost more than a scan, so it returns ``-1 - cnt`` and the caller answers this
+    query with a scan instead: the MIH path is never much slower than brute force, whatever
+    the data. The rows layout fetches every row of its buckets; the inline layout fetches
+    only the rows its prefix filter lets through, and reads at most ``max_rows`` bucket
+    rows (for the rows layout the two bounds are equal). (Signalled rather than scanned
+    here so ``flat_scan`` is not compiled into a second entry point: each copy costs
+    seconds of cold JIT.)
+    """
+    m = meta.shape[0]
+    if not ready:
+        _bounds(q, meta, rad, offsets, keys, masks, mask_off, plo, phi)
     # phase B: gather candidate rows (and the table that found each)
     total = 0
     for t in range(m):
         if rad[t] >= 0:
             for mi in range(mask_off[t], mask_off[t + 1]):
                 total += np.int64(phi[mi]) - np.int64(plo[mi])
-    if total > max_cand:
+    if total > max_rows:
         return out_ids, out_d, -1 - cnt  # caller scans this query instead
-    cand = np.empty(total, np.uint32)
-    ctab = np.empty(total, np.int32)
     if IW > 0:  # inline layout: only the rows whose prefix is within the radius go on
+        cand = np.empty(min(total, max_cand) + 1, np.uint32)  # one more: "too many"
+        ctab = np.empty(cand.shape[0], np.int32)
+        if not ready:
+            _prefetch_lines(meta, rad, inline, IW, mask_off, plo, phi)
         total = _gather_inline(
             q, radius, meta, rad, rows, inline, IW, mask_off, plo, phi, cand, ctab
         )
     else:
+        cand = np.empty(total, np.uint32)
+        ctab = np.empty(total, np.int32)
+    if total > max_cand:
+        return out_ids, out_d, -1 - cnt  # caller scans this query instead
+    if IW == 0:
         k = 0
         for t in range(m):
             if rad[t] < 0:
@@ -610,10 +677,10 @@ def _gather_inline(
     ctab: np.ndarray,
 ) -> int:
     """Phase B of ``_mih_one`` for the inline layout (mih.py): the candidates worth a full
-    check, into ``cand``/``ctab``; returns how many.
+    check, into ``cand``/``ctab``; returns how many (all of ``cand`` if it filled up).
 
-    Every probed bucket's inline prefixes are prefetched first (one short sequential run
-    each, so their misses overlap), then read in order. The distance over the ``IW``-word
+    The buckets' inline prefixes were prefetched (``_prefetch_lines``) and are read in
+    order. The distance over the ``IW``-word
     prefix is a lower bound of the full distance, so a row whose prefix is already beyond
     ``radius`` is dropped without its code ever being fetched: for codes far from the query
     (nearly all of them) that is every row. Phase C then checks the rest exactly as for the
@@ -621,15 +688,6 @@ def _gather_inline(
     layouts cannot differ in what they return.
     """
     m = meta.shape[0]
-    for t in range(m):
-        if rad[t] < 0:
-            continue
-        rbase = meta[t, M_ROWS]
-        for mi in range(mask_off[t], mask_off[t + 1]):
-            lo = (rbase + np.int64(plo[mi])) * IW
-            hi = (rbase + np.int64(phi[mi])) * IW
-            for a in range(lo, hi, 8):  # 8 words = one cache line
-                _prefetch(inline, a)
     k = 0
     for t in range(m):
         if rad[t] < 0:
@@ -641,6 +699,8 @@ def _gather_inline(
                 for w in range(IW):
                     d += _ctpop(inline[p * IW + w] ^ q[w])
                 if d <= radius:
+                    if k == cand.shape[0]:
+                        return k  # more than the caller will fetch: it scans instead
                     cand[k] = rows[p]
                     ctab[k] = t
                     k += 1
@@ -665,9 +725,11 @@ def mih_batch(
     masks: np.ndarray,
     mask_off: np.ndarray,
     max_cand: int,
+    max_rows: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Many queries through the MIH tables, sequentially; returns CSR plus a mask of the
-    queries that must be answered by a scan instead (see ``max_cand`` in ``_mih_one``).
+    queries that must be answered by a scan instead (``max_cand``, ``max_rows``: see
+    ``_mih_one``).
 
     Also the single-query entry point (a batch of one): every extra njit entry point that
     inlines ``_mih_one`` costs seconds of cold compile in a fresh checkout (CI).
@@ -678,11 +740,23 @@ def mih_batch(
     out_d = np.empty(64, np.int32)
     x = np.empty(W, np.uint64)
     nprobe = mask_off[-1]
-    plo = np.empty(nprobe, np.uint32)
-    phi = np.empty(nprobe, np.uint32)
+    plo = np.empty((2, nprobe), np.uint32)
+    phi = np.empty((2, nprobe), np.uint32)
     scan = np.zeros(nq, np.bool_)
+    # inline layout, more than one query: a two-stage pipeline. Query j+1's bounds are read
+    # and its buckets' lines prefetched before query j is verified, so those misses are in
+    # flight while j computes (the rows layout's candidate fetches depend on its row reads
+    # and gain nothing from this)
+    piped = IW > 0 and nq > 1
+    if piped:
+        _bounds(Q[0], meta, rad, offsets, keys, masks, mask_off, plo[0], phi[0])
+        _prefetch_lines(meta, rad, inline, IW, mask_off, plo[0], phi[0])
     cnt = 0
     for j in range(nq):
+        s = j & 1
+        if piped and j + 1 < nq:
+            _bounds(Q[j + 1], meta, rad, offsets, keys, masks, mask_off, plo[1 - s], phi[1 - s])
+            _prefetch_lines(meta, rad, inline, IW, mask_off, plo[1 - s], phi[1 - s])
         out_ids, out_d, c2 = _mih_one(
             c,
             W,
@@ -700,12 +774,14 @@ def mih_batch(
             masks,
             mask_off,
             x,
-            plo,
-            phi,
+            plo[s],
+            phi[s],
             max_cand,
+            max_rows,
             out_ids,
             out_d,
             cnt,
+            piped,
         )
         if c2 < 0:
             scan[j] = True

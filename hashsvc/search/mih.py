@@ -20,8 +20,10 @@ Two layouts of a table's buckets:
   at r=31 probes ~1,400 buckets and fetches ~1,400 codes: ~2,800 dependent DRAM misses.
 * **inline**: each bucket also holds the first ``inline_words(bits)`` words of its rows' codes,
   contiguous, so the candidates of a bucket are read as one short sequential run and a
-  partial distance (a lower bound of the full one) rejects all but the true hits before
-  any code is fetched. A candidate then costs a few ns instead of a DRAM miss, so shorter
+  partial distance (a lower bound of the full one) rejects the codes far from the query
+  (for a typical query, all but its true hits) before any code is fetched; inside a
+  cluster of near-duplicates more get through and are fetched as in the rows layout.
+  A candidate then costs a few ns instead of a DRAM miss, so shorter
   substrings with ~16 rows per bucket win: at 1M PDQ, 16 tables of 16 bits, 272 probes
   (bench/RESULTS-search.md). It costs ``m * n * (4 + 8 * inline_words(bits))`` bytes
   (320 MB at 1M PDQ against ~100 MB for rows), so ``index.py`` uses it only within a
