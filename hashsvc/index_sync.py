@@ -21,6 +21,7 @@ import numpy as np
 from hashsvc.errors import SearchError
 from hashsvc.search import BinaryIndex
 from hashsvc.search import errors as search_errors
+from hashsvc.search.index import INLINE_MAX_BYTES
 from hashsvc.signals import Hash, SignalType
 from hashsvc.store import MAX_VARIANTS, Store
 from hashsvc.vpdq import MAX_FRAMES as MAX_VIDEO_FRAMES
@@ -83,11 +84,17 @@ class IndexSet:
     version: int = 0
     refreshed_at: float = 0.0
     loaded: bool = False
+    #: BinaryIndex's memory bound for inline MIH tables (Settings.index_inline_max_mb)
+    inline_max_bytes: int = INLINE_MAX_BYTES
 
     @classmethod
-    def open(cls, store: Store, data_dir: Path) -> IndexSet:
+    def open(
+        cls, store: Store, data_dir: Path, inline_max_bytes: int = INLINE_MAX_BYTES
+    ) -> IndexSet:
         """Load the saved indexes (or build them) and bring them up to date."""
-        self = cls(store=store, directory=Path(data_dir) / "search")
+        self = cls(
+            store=store, directory=Path(data_dir) / "search", inline_max_bytes=inline_max_bytes
+        )
         versions = []
         for signal in PERCEPTUAL:
             index, version = self._load_one(signal)
@@ -111,7 +118,7 @@ class IndexSet:
         path = self.directory / signal.value
         if path.exists():
             try:
-                index = BinaryIndex.load(path, signal.bits)
+                index = BinaryIndex.load(path, signal.bits, inline_max_bytes=self.inline_max_bytes)
                 version = int((index.manifest or {}).get("store_version") or 0)
                 if self.store.version() - version <= REBUILD_AFTER_CHANGES:
                     return index, version
@@ -122,7 +129,7 @@ class IndexSet:
 
     def _build(self, signal: SignalType) -> BinaryIndex:
         ids, codes = self.store.live_codes(signal)
-        index = BinaryIndex(signal.bits)
+        index = BinaryIndex(signal.bits, inline_max_bytes=self.inline_max_bytes)
         index.add(to_keys(ids, slots_for(signal)), codes)
         index.compact()
         return index

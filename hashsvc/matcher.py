@@ -122,7 +122,11 @@ class Matcher:
     @classmethod
     def open(cls, settings: Settings) -> Matcher:
         store = Store.open(settings.db_path)
-        return cls(store, IndexSet.open(store, settings.data_dir), settings)
+        return cls(
+            store,
+            IndexSet.open(store, settings.data_dir, settings.index_inline_max_mb << 20),
+            settings,
+        )
 
     def close(self) -> None:
         self.store.close()

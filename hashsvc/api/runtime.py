@@ -67,7 +67,11 @@ def open_matcher(settings: Settings) -> Matcher:
     store = Store.open(settings.db_path)
     index_store = Store.open(settings.db_path)
     try:
-        matcher = Matcher(store, IndexSet.open(index_store, settings.data_dir), settings)
+        matcher = Matcher(
+            store,
+            IndexSet.open(index_store, settings.data_dir, settings.index_inline_max_mb << 20),
+            settings,
+        )
         warm_up(matcher)
     except BaseException:
         store.close()
