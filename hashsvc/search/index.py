@@ -22,9 +22,10 @@ bandwidth and FAISS's multi-hash index loses to it), but our MIH (3 tables of 21
 measured 0.19 vs 0.76 ms at 1M and 0.38 vs 4.2 ms at 4M, so ``auto`` uses MIH for pHash
 too, for ~2x the codes' memory in tables; ``strategy="flat"`` keeps the pure scan.
 
-Table layout (mih.py): from ``INLINE_MIN_ROWS`` rows (750k PDQ, any pHash size) and within
-``INLINE_MAX_BYTES``, the tables keep code prefixes inline in their buckets: ~2x faster at
-1M than the rows layout for ~3x its table memory. Above the bound (10M PDQ) they keep rows.
+Table layout (mih.py): from ``INLINE_MIN_ROWS`` rows (750k PDQ codes; pHash as soon as it
+has tables) and within ``INLINE_MAX_BYTES``, the tables keep code prefixes inline in their
+buckets: ~2x faster at 1M than the rows layout for ~3x its table memory. Above the bound
+(10M PDQ) they keep rows.
 
 Threading: searches are lock-free reads of an immutable state snapshot (main segment +
 delta view), so any number of threads may search concurrently with each other and with
@@ -66,15 +67,17 @@ NUMPY_MAX_ROWS = 8192
 #: more often.
 DEFAULT_MAX_DELTA = 32768
 #: ``layout="auto"`` builds inline MIH tables (mih.py) when their row numbers and inline
-#: codes fit in this many bytes: PDQ up to ~1.6M entries (320 MB at 1M, against ~100 MB for
+#: codes fit in this many bytes: PDQ up to ~1.8M codes (320 MB at 1M, against ~100 MB for
 #: the rows layout), pHash up to ~14M. Larger segments keep the rows layout, which is what
-#: keeps 10M PDQ within 1.5 GB.
+#: keeps 10M PDQ within 1.5 GB. The bound is per index; a compaction briefly holds the old
+#: and the new tables.
 INLINE_MAX_BYTES = 512 << 20
 #: ... and from this many rows. PDQ, batch of 200 queries at r=31, rows vs inline us/query
 #: (uniform; clustered): 250k 84-93 vs 59-63; 87-124 vs 127-190. 500k 98 vs 57; 151-211 vs
 #: 233-279. 1M 145-149 vs 72; 339-448 vs 292-407. Below ~1M the rows layout's random
 #: fetches still hit cache often enough that near-duplicate clusters make inline slower.
-#: pHash (all 64 bits inline, no fetch at all) was faster inline at every size measured.
+#: pHash (all 64 bits inline: the prefix filter is the exact distance) was faster inline at
+#: every size measured.
 INLINE_MIN_ROWS = {256: 750_000, 64: 0}
 
 
@@ -151,7 +154,9 @@ class BinaryIndex:
             raise InvalidInputError(f"unknown strategy {strategy!r}")
         if layout not in ("auto", "inline", "rows"):
             raise InvalidInputError(f"unknown layout {layout!r}")
-        if isinstance(inline_max_bytes, bool) or not isinstance(inline_max_bytes, int):
+        if isinstance(inline_max_bytes, bool) or not isinstance(
+            inline_max_bytes, (int, np.integer)
+        ):
             raise InvalidInputError("inline_max_bytes must be an int")
         if inline_max_bytes < 0:
             raise InvalidInputError("inline_max_bytes must be >= 0")
@@ -507,7 +512,6 @@ class BinaryIndex:
             t = m.tables
             assert t is not None
             p = t.plan(radius)
-            # candidates worth verifying before a scan of the segment is cheaper
             # codes worth fetching, and bucket rows worth reading, before a scan of the
             # segment is cheaper (the same bound for the rows layout, which fetches each)
             scan_ns = flat.estimate_scan_ns(m.n, self.words)

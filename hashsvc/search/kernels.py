@@ -430,6 +430,11 @@ def flip_masks(length: int, r: int, total: int) -> np.ndarray:
 
 _PF = 64  # prefetch distance (items) in the MIH query phases
 _PF_ALL = 512  # up to this many probes, phase A prefetches all offsets at once
+#: Inline bucket rows prefetched at most (1 MB of 128-bit prefixes; a uniform 1M PDQ query
+#: reads ~4,200, a 10M pHash one ~51,000). Past it a query is inside a dense cluster: its
+#: rows stream in anyway, and prefetching them all would evict the lines the query before
+#: it is about to read.
+_PF_MAX_ROWS = 65536
 
 # Columns of the per-table ``meta`` int64 array.
 M_START = 0  # first bit of the substring
@@ -453,8 +458,9 @@ def _bounds(
     mask_off: np.ndarray,
     plo: np.ndarray,
     phi: np.ndarray,
-) -> None:
-    """Phase A of ``_mih_one``: the bucket bounds ``plo[mi]:phi[mi]`` of every probe.
+) -> int:
+    """Phase A of ``_mih_one``: the bucket bounds ``plo[mi]:phi[mi]`` of every probe;
+    returns the rows they hold in all.
 
     With few probes in all (the inline layout's 272 at 1M PDQ) every offset is prefetched
     up front, so the tables' misses overlap rather than one table's 17 at a time.
@@ -501,6 +507,12 @@ def _bounds(
                 else:
                     plo[mi] = 0
                     phi[mi] = 0
+    total = 0
+    for t in range(m):
+        if rad[t] >= 0:
+            for mi in range(mask_off[t], mask_off[t + 1]):
+                total += np.int64(phi[mi]) - np.int64(plo[mi])
+    return total
 
 
 @njit(cache=True, nogil=True)
@@ -524,6 +536,8 @@ def _prefetch_lines(
             hi = (rbase + np.int64(phi[mi])) * IW
             for a in range(lo, hi, 8):  # 8 words = one cache line
                 _prefetch(inline, a)
+            if hi > lo:  # buckets rarely start on a line: the last one may be one more
+                _prefetch(inline, hi - 1)
 
 
 @njit(cache=True, nogil=True)
@@ -596,7 +610,7 @@ def _mih_one(
     if IW > 0:  # inline layout: only the rows whose prefix is within the radius go on
         cand = np.empty(min(total, max_cand) + 1, np.uint32)  # one more: "too many"
         ctab = np.empty(cand.shape[0], np.int32)
-        if not ready:
+        if not ready and total <= _PF_MAX_ROWS:
             _prefetch_lines(meta, rad, inline, IW, mask_off, plo, phi)
         total = _gather_inline(
             q, radius, meta, rad, rows, inline, IW, mask_off, plo, phi, cand, ctab
@@ -749,14 +763,18 @@ def mih_batch(
     # and gain nothing from this)
     piped = IW > 0 and nq > 1
     if piped:
-        _bounds(Q[0], meta, rad, offsets, keys, masks, mask_off, plo[0], phi[0])
-        _prefetch_lines(meta, rad, inline, IW, mask_off, plo[0], phi[0])
+        rows_first = _bounds(Q[0], meta, rad, offsets, keys, masks, mask_off, plo[0], phi[0])
+        if rows_first <= min(max_rows, _PF_MAX_ROWS):
+            _prefetch_lines(meta, rad, inline, IW, mask_off, plo[0], phi[0])
     cnt = 0
     for j in range(nq):
         s = j & 1
         if piped and j + 1 < nq:
-            _bounds(Q[j + 1], meta, rad, offsets, keys, masks, mask_off, plo[1 - s], phi[1 - s])
-            _prefetch_lines(meta, rad, inline, IW, mask_off, plo[1 - s], phi[1 - s])
+            rows_next = _bounds(
+                Q[j + 1], meta, rad, offsets, keys, masks, mask_off, plo[1 - s], phi[1 - s]
+            )
+            if rows_next <= min(max_rows, _PF_MAX_ROWS):  # else a dense cluster, or a scan
+                _prefetch_lines(meta, rad, inline, IW, mask_off, plo[1 - s], phi[1 - s])
         out_ids, out_d, c2 = _mih_one(
             c,
             W,
