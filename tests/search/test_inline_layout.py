@@ -452,6 +452,13 @@ def test_dense_cluster_past_the_prefix_filter_falls_back_to_a_scan(
     assert scans == []
     assert as_set(*idx.search(centre, 31)) == oracle(codes, ids, centre, 31)
     assert scans == [1]
+    # in a batch the fallback queries sit between MIH ones (the pipeline's double buffers)
+    batch = np.stack([far, centre, flip(centre, 5, rng), far, centre])
+    lims, got_ids, got_d = idx.search_batch(batch, 31)
+    assert scans == [1, 3]
+    for j, q in enumerate(batch):
+        sl = slice(lims[j], lims[j + 1])
+        assert as_set(got_ids[sl], got_d[sl]) == oracle(codes, ids, q, 31)
     # the bound it crossed is the fetch bound, not the bucket-rows one
     from hashsvc.search import flat
     from hashsvc.search import kernels as K
