@@ -541,6 +541,30 @@ def _prefetch_lines(
 
 
 @njit(cache=True, nogil=True)
+def _stage(
+    q: np.ndarray,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    offsets: np.ndarray,
+    keys: np.ndarray,
+    inline: np.ndarray,
+    IW: int,
+    masks: np.ndarray,
+    mask_off: np.ndarray,
+    plo: np.ndarray,
+    phi: np.ndarray,
+    max_rows: int,
+) -> int:
+    """Phase A of ``_mih_one`` (``_bounds``); for the inline layout also the prefetch of
+    the probed buckets, unless the query will fall back to a scan (over ``max_rows``) or
+    sits in a dense cluster (over ``_PF_MAX_ROWS``). Returns the buckets' rows in all."""
+    total = _bounds(q, meta, rad, offsets, keys, masks, mask_off, plo, phi)
+    if IW > 0 and total <= min(max_rows, _PF_MAX_ROWS):
+        _prefetch_lines(meta, rad, inline, IW, mask_off, plo, phi)
+    return total
+
+
+@njit(cache=True, nogil=True)
 def _mih_one(
     c: np.ndarray,
     W: int,
@@ -550,22 +574,19 @@ def _mih_one(
     radius: int,
     meta: np.ndarray,
     rad: np.ndarray,
-    offsets: np.ndarray,
-    keys: np.ndarray,
     rows: np.ndarray,
     inline: np.ndarray,
     IW: int,
-    masks: np.ndarray,
     mask_off: np.ndarray,
     x: np.ndarray,
     plo: np.ndarray,
     phi: np.ndarray,
+    total: int,
     max_cand: int,
     max_rows: int,
     out_ids: np.ndarray,
     out_d: np.ndarray,
     cnt: int,
-    ready: bool,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact range search of one query through the multi-index tables.
 
@@ -575,16 +596,15 @@ def _mih_one(
     is found. Candidates are verified with the full distance. A hit is reported only by the
     first table that can find it (its substring distance in every earlier probed table
     exceeds that table's radius), which dedupes exactly without a visited set.
-    ``masks[mask_off[t]:mask_off[t+1]]`` are the flip patterns to probe for table t.
+    ``mask_off[t]:mask_off[t+1]`` are table t's probes.
 
     The work is split in three branch-light phases (bucket bounds, candidate rows,
     verification) instead of one nested loop: in the nested loop the bucket-size branch
     depends on a DRAM miss and mispredicts, serialising the ~3,000 misses of a query
     (~1 ms at 10M). Phased, each phase's misses are independent and overlap (~0.1 ms).
-    ``plo``/``phi`` are scratch arrays of at least ``mask_off[-1]`` entries.
-
-    ``ready``: phase A already ran into ``plo``/``phi`` and the inline prefixes were
-    prefetched (``mih_batch``'s pipeline); only phases B and C remain.
+    Phase A (``_stage``: the bucket bounds ``plo``/``phi`` and the ``total`` rows they
+    hold, and for the inline layout the prefetch of those buckets) has already run:
+    ``mih_batch`` stages each query, before or after verifying the previous one.
 
     If the query would fetch more than ``max_cand`` codes (a query inside a dense cluster
     of near-identical codes, e.g. the all-zero PDQ hashes of blank images), verifying them
@@ -597,21 +617,12 @@ def _mih_one(
     seconds of cold JIT.)
     """
     m = meta.shape[0]
-    if not ready:
-        _bounds(q, meta, rad, offsets, keys, masks, mask_off, plo, phi)
     # phase B: gather candidate rows (and the table that found each)
-    total = 0
-    for t in range(m):
-        if rad[t] >= 0:
-            for mi in range(mask_off[t], mask_off[t + 1]):
-                total += np.int64(phi[mi]) - np.int64(plo[mi])
     if total > max_rows:
         return out_ids, out_d, -1 - cnt  # caller scans this query instead
     if IW > 0:  # inline layout: only the rows whose prefix is within the radius go on
         cand = np.empty(min(total, max_cand) + 1, np.uint32)  # one more: "too many"
         ctab = np.empty(cand.shape[0], np.int32)
-        if not ready and total <= _PF_MAX_ROWS:
-            _prefetch_lines(meta, rad, inline, IW, mask_off, plo, phi)
         total = _gather_inline(
             q, radius, meta, rad, rows, inline, IW, mask_off, plo, phi, cand, ctab
         )
@@ -693,13 +704,12 @@ def _gather_inline(
     """Phase B of ``_mih_one`` for the inline layout (mih.py): the candidates worth a full
     check, into ``cand``/``ctab``; returns how many (all of ``cand`` if it filled up).
 
-    The buckets' inline prefixes were prefetched (``_prefetch_lines``) and are read in
-    order. The distance over the ``IW``-word
-    prefix is a lower bound of the full distance, so a row whose prefix is already beyond
-    ``radius`` is dropped without its code ever being fetched: for codes far from the query
-    (nearly all of them) that is every row. Phase C then checks the rest exactly as for the
-    rows layout (full distance with prefetch, tombstone, first-table dedupe), so the two
-    layouts cannot differ in what they return.
+    The buckets' inline prefixes were prefetched (``_stage``) and are read in order. The
+    distance over the ``IW``-word prefix is a lower bound of the full distance, so a row
+    whose prefix is already beyond ``radius`` is dropped without its code ever being
+    fetched: for codes far from the query (nearly all of them) that is every row. Phase C
+    then checks the rest exactly as for the rows layout (full distance with prefetch,
+    tombstone, first-table dedupe), so the two layouts cannot differ in what they return.
     """
     m = meta.shape[0]
     k = 0
@@ -757,24 +767,26 @@ def mih_batch(
     plo = np.empty((2, nprobe), np.uint32)
     phi = np.empty((2, nprobe), np.uint32)
     scan = np.zeros(nq, np.bool_)
-    # inline layout, more than one query: a two-stage pipeline. Query j+1's bounds are read
-    # and its buckets' lines prefetched before query j is verified, so those misses are in
-    # flight while j computes (the rows layout's candidate fetches depend on its row reads
-    # and gain nothing from this)
+    # inline layout, more than one query: a two-stage pipeline. Query j+1 is staged (its
+    # bounds read, its buckets' lines prefetched) before query j is verified, so those
+    # misses are in flight while j computes; otherwise after it (the rows layout's
+    # candidate fetches depend on its row reads and gain nothing from this)
     piped = IW > 0 and nq > 1
-    if piped:
-        rows_first = _bounds(Q[0], meta, rad, offsets, keys, masks, mask_off, plo[0], phi[0])
-        if rows_first <= min(max_rows, _PF_MAX_ROWS):
-            _prefetch_lines(meta, rad, inline, IW, mask_off, plo[0], phi[0])
+    total = 0
+    if nq:
+        total = _stage(
+            Q[0], meta, rad, offsets, keys, inline, IW, masks, mask_off, plo[0], phi[0],
+            max_rows,
+        )  # fmt: skip
+    total_next = 0
     cnt = 0
     for j in range(nq):
         s = j & 1
         if piped and j + 1 < nq:
-            rows_next = _bounds(
-                Q[j + 1], meta, rad, offsets, keys, masks, mask_off, plo[1 - s], phi[1 - s]
-            )
-            if rows_next <= min(max_rows, _PF_MAX_ROWS):  # else a dense cluster, or a scan
-                _prefetch_lines(meta, rad, inline, IW, mask_off, plo[1 - s], phi[1 - s])
+            total_next = _stage(
+                Q[j + 1], meta, rad, offsets, keys, inline, IW, masks, mask_off, plo[1 - s],
+                phi[1 - s], max_rows,
+            )  # fmt: skip
         out_ids, out_d, c2 = _mih_one(
             c,
             W,
@@ -784,23 +796,26 @@ def mih_batch(
             radius,
             meta,
             rad,
-            offsets,
-            keys,
             rows,
             inline,
             IW,
-            masks,
             mask_off,
             x,
             plo[s],
             phi[s],
+            total,
             max_cand,
             max_rows,
             out_ids,
             out_d,
             cnt,
-            piped,
         )
+        if not piped and j + 1 < nq:
+            total_next = _stage(
+                Q[j + 1], meta, rad, offsets, keys, inline, IW, masks, mask_off, plo[1 - s],
+                phi[1 - s], max_rows,
+            )  # fmt: skip
+        total = total_next
         if c2 < 0:
             scan[j] = True
         else:
