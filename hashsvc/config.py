@@ -127,6 +127,11 @@ class Settings:
     def db_path(self) -> Path:
         return Path(self.data_dir) / "hashsvc.db"
 
+    @property
+    def index_inline_max_bytes(self) -> int:
+        """`index_inline_max_mb` in bytes, as `IndexSet.open` / `BinaryIndex` take it."""
+        return self.index_inline_max_mb << 20
+
 
 def _coerce(name: str, type_name: object, raw: str) -> object:
     t = str(type_name)

@@ -39,7 +39,7 @@ def ensure_demo_data(settings: Settings) -> bool:
         store.import_entries(
             DEMO_LIST, parsed.entries, source_name=DEMO_FILE, file_sha256=parsed.sha256
         )
-        IndexSet.open(store, settings.data_dir, settings.index_inline_max_mb << 20).save()
+        IndexSet.open(store, settings.data_dir, settings.index_inline_max_bytes).save()
         return True
 
 

@@ -124,7 +124,7 @@ class Matcher:
         store = Store.open(settings.db_path)
         return cls(
             store,
-            IndexSet.open(store, settings.data_dir, settings.index_inline_max_mb << 20),
+            IndexSet.open(store, settings.data_dir, settings.index_inline_max_bytes),
             settings,
         )
 

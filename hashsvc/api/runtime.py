@@ -69,7 +69,7 @@ def open_matcher(settings: Settings) -> Matcher:
     try:
         matcher = Matcher(
             store,
-            IndexSet.open(index_store, settings.data_dir, settings.index_inline_max_mb << 20),
+            IndexSet.open(index_store, settings.data_dir, settings.index_inline_max_bytes),
             settings,
         )
         warm_up(matcher)

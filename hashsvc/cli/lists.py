@@ -45,7 +45,7 @@ def _sync_index(settings: Settings, store: Store) -> None:
     """Catch the saved index up with the store and save it."""
     from hashsvc.index_sync import IndexSet
 
-    IndexSet.open(store, settings.data_dir, settings.index_inline_max_mb << 20).save()
+    IndexSet.open(store, settings.data_dir, settings.index_inline_max_bytes).save()
 
 
 def _audit(

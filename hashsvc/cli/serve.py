@@ -44,7 +44,7 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
     from hashsvc.store import Store
 
     with errors_to_exit(), Store.open(settings.db_path) as store:
-        indexes = IndexSet.open(store, settings.data_dir, settings.index_inline_max_mb << 20)
+        indexes = IndexSet.open(store, settings.data_dir, settings.index_inline_max_bytes)
         saved = {(ix.manifest or {}).get("store_version") for ix in indexes.indexes.values()}
         if saved != {indexes.version}:  # behind the store (or rebuilt): save the catch-up
             indexes.save()
