@@ -40,6 +40,7 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
     import uvicorn
 
     from hashsvc.api.context import LOG_LEVEL_ENV, log_config
+    from hashsvc.api.corked import CoalescingHttpToolsProtocol
     from hashsvc.index_sync import IndexSet
     from hashsvc.store import Store
 
@@ -70,6 +71,7 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
     config = uvicorn.Config(
         "hashsvc.api.app:app_from_env",
         factory=True,
+        http=CoalescingHttpToolsProtocol,  # one send per response (corked.py)
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
