@@ -68,6 +68,11 @@ class Settings:
     max_in_flight: int = 64  # per worker; more at once get 503 + Retry-After; 0 disables
     webhook_url: str = ""
     index_refresh_seconds: float = 0.5
+    # FastAPI's native OpenTelemetry (a span, metrics and logs per request, once a tracer,
+    # meter or logger provider is configured, e.g. by `opentelemetry-instrument`). Off by
+    # default: even with no provider its per-request check costs ~10 us (~3% of a lookup);
+    # Prometheus /metrics is always on
+    opentelemetry: bool = False
     # Search: memory bound of the inline MIH layout per index (hashsvc/search/mih.py): up to
     # it, ~2x faster lookups at 1M PDQ for ~3x the table memory (320 MB there, per worker);
     # 0 keeps every index on the rows layout

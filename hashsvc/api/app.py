@@ -21,6 +21,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 
 from hashsvc import __version__
 from hashsvc.api import errors, schemas
@@ -36,6 +37,10 @@ DESCRIPTION = """Perceptual-hash matching of uploads against trusted hash lists 
 abusive media. Every route but `/healthz` and `/readyz` needs an API key
 (`Authorization: Bearer hsk_...`) with the scope the route names. Errors share one shape:
 `{"error": code, "detail": text, "request_id": id}`."""
+
+#: FastAPI's native OpenTelemetry turned off (Settings.opentelemetry): its default checks
+#: the global providers on every request, ~10 us, though none is configured
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(
@@ -64,6 +69,7 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
     )
     app.state.services = services
     errors.install(app)
