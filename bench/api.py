@@ -167,30 +167,25 @@ def wrk_script(
 
 
 LUA = r"""
-local bodies = {}
+-- every request is formatted once, in init: building one per call (wrk.format) and a
+-- response() hook (wrk then hands each response's headers and body to Lua) cost wrk
+-- ~16 us more CPU per request on the 2 cores it shares with the server (measured)
+local reqs = {}
 local n = 0
 local i = 0
-local ctype = "%(ctype)s"
-local token = "%(token)s"
-local path = "%(path)s"
 function init(args)
   for line in io.lines("%(listing)s") do
     local f = io.open(line, "rb")
     n = n + 1
-    bodies[n] = f:read("*all")
+    reqs[n] = wrk.format("POST", "%(path)s", {["Content-Type"] = "%(ctype)s",
+                         ["Authorization"] = "Bearer %(token)s"}, f:read("*all"))
     f:close()
   end
   i = math.random(n)
 end
 function request()
   i = i %% n + 1
-  return wrk.format("POST", path, {["Content-Type"] = ctype,
-                    ["Authorization"] = "Bearer " .. token}, bodies[i])
-end
-function response(status, headers, body)
-  if status ~= 200 then
-    io.stderr:write("status " .. status .. "\n")
-  end
+  return reqs[i]
 end
 """
 
@@ -253,12 +248,9 @@ def run_wrk(
     total = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     lat = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"\s(50|99)%\s+([\d.]+\w+)", text)}
-    # the Lua script prints every non-200 answer and wrk counts the >= 400 ones: the same
-    # 503s twice, so the larger count, not the sum (the sum once showed cells with
-    # hundreds of answered requests as 0 req/s)
-    errors = len([x for x in out.stderr.splitlines() if x.startswith("status")])
+    # wrk counts answers with status >= 400 (every route here answers 200 or an error)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    failed = max(errors, int(non2xx.group(1)) if non2xx else 0)
+    failed = int(non2xx.group(1)) if non2xx else 0
     ok = max(0, total - failed)
     # only answered requests count: a shed request (503, HASHSVC_MAX_IN_FLIGHT) is fast
     # and would otherwise inflate req/s and deflate CPU per request
