@@ -125,17 +125,19 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, seconds: float) -> None
 
 
 def http_floor(script: Path, clients: int = 32, duration: int = 8) -> dict[str, float]:
-    """Scenario (a)'s load against bench/noop_app.py on the same uvicorn settings as
-    `hashsvc serve` (2 workers, httptools, uvloop): what the HTTP stack and the load
-    generator cost on this box before hashsvc does anything."""
+    """Scenario (a)'s load against bench/noop_app.py served as `hashsvc serve` serves the
+    app (serve.uvicorn_config / run_uvicorn: 2 workers, httptools over the coalescing
+    transport, uvloop, TCP_NODELAY): what the HTTP stack and the load generator cost on
+    this box before hashsvc does anything."""
     port = free_port()
-    cmd = [
-        sys.executable, "-m", "uvicorn", "noop_app:app", "--app-dir", str(ROOT / "bench"),
-        "--workers", "2", "--loop", "uvloop", "--http", "httptools", "--host", "127.0.0.1",
-        "--port", str(port), "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
+    code = (
+        "from hashsvc.cli.serve import run_uvicorn, uvicorn_config; "
+        f"run_uvicorn(uvicorn_config('noop_app:app', host='127.0.0.1', port={port}, workers=2))"
+    )
+    cmd = [sys.executable, "-c", code]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
     proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         wait_ready(proc, port, 60)  # the do-nothing app answers /readyz 200 like any path
@@ -441,7 +443,7 @@ def render(args, results, refs, n_photos: int) -> str:  # type: ignore[no-untype
         "",
         f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"load average at the start {load:.1f} (the box is shared).",
-        "Server: `hashsvc serve --workers 2` (uvicorn + httptools + uvloop) on 127.0.0.1, "
+        "Server: `hashsvc serve --workers 2` (uvicorn + httptools, one send per response + uvloop) on 127.0.0.1, "
         "index of "
         f"{args.entries:,} PDQ + {args.entries:,} pHash random entries in one list; "
         "client: wrk (-t min(c,2)) on the same 2 cores, "

@@ -1,5 +1,6 @@
 """A do-nothing ASGI app: bench/api.py serves it with the same uvicorn settings as
-`hashsvc serve` (2 workers, httptools, uvloop) to measure the HTTP stack's own floor.
+`hashsvc serve` (2 workers, httptools with one send per response, uvloop) to measure the HTTP
+stack's own floor.
 
 It reads the request body and answers a fixed JSON body the size of a single lookup's
 `allow` answer, so the load generator, the kernel's loopback TCP and uvicorn do the same

@@ -15,12 +15,15 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hashsvc.cli.common import DataDir, errors_to_exit, say, settings_for
 from hashsvc.config import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def serve_cmd(
@@ -37,10 +40,7 @@ def serve_cmd(
 
 def run(settings: Settings, *, log_level: str = "info") -> None:
     """Run uvicorn for these settings until it stops (shared with `make run`)."""
-    import uvicorn
-
     from hashsvc.api.context import LOG_LEVEL_ENV, log_config
-    from hashsvc.api.corked import CoalescingHttpToolsProtocol
     from hashsvc.index_sync import IndexSet
     from hashsvc.store import Store
 
@@ -68,32 +68,66 @@ def run(settings: Settings, *, log_level: str = "info") -> None:
         f"hashsvc: serving on http://{settings.host}:{settings.port} "
         f"({settings.workers} worker(s), data in {settings.data_dir})"
     )
-    config = uvicorn.Config(
+    config = uvicorn_config(
         "hashsvc.api.app:app_from_env",
         factory=True,
-        http=CoalescingHttpToolsProtocol,  # one send per response (corked.py)
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         log_config=log_config(log_level),
+    )
+    try:
+        run_uvicorn(config)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def uvicorn_config(
+    app: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    factory: bool = False,
+    log_config: dict[str, Any] | None = None,
+) -> uvicorn.Config:
+    """How hashsvc runs uvicorn (bench/api.py serves its do-nothing app the same way):
+    httptools over the coalescing transport (api/corked.py: one send per response), no
+    access log of uvicorn's (the app writes its own), no Server header."""
+    import uvicorn
+
+    from hashsvc.api.corked import CoalescingHttpToolsProtocol
+
+    return uvicorn.Config(
+        app,
+        factory=factory,
+        http=CoalescingHttpToolsProtocol,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=log_config,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    try:
-        if settings.workers > 1:
-            from uvicorn.supervisors import Multiprocess
 
-            sock = config.bind_socket()
-            # uvicorn creates this socket with protocol 0, so asyncio never sets
-            # TCP_NODELAY on the connections the workers accept, and every response
-            # written in two parts waits ~40 ms for the client's delayed ACK (measured:
-            # 44 ms per request with 2 workers vs 0.6 ms with 1). Linux copies the
-            # option from the listening socket to each accepted one.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Multiprocess(config, sockets=[sock]).run()
-        else:
-            uvicorn.Server(config).run()
-    finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+def run_uvicorn(config: uvicorn.Config) -> None:
+    """Serve until stopped: one process, or `config.workers` worker processes sharing a
+    listening socket."""
+    import uvicorn
+
+    if config.workers <= 1:
+        uvicorn.Server(config).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    # uvicorn creates this socket with protocol 0, so asyncio never sets TCP_NODELAY on
+    # the connections the workers accept, and a response written in two parts waits
+    # ~40 ms for the client's delayed ACK (measured: 44 ms per request with 2 workers vs
+    # 0.6 ms with 1, before corked.py). Linux copies the option from the listening
+    # socket to each accepted one.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
