@@ -43,7 +43,8 @@ class CoalescingTransport:
             self._loop.call_soon(self._flush)
         else:
             self._held = None
-            self._transport.write(held + data)
+            # one send of both; uvloop's writelines is a writev (no copy of a large body)
+            self._transport.writelines((held, data))
 
     def _flush(self) -> None:
         held, self._held = self._held, None

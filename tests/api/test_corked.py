@@ -27,6 +27,9 @@ class FakeTransport:
         assert not self.closed
         self.writes.append(bytes(data))
 
+    def writelines(self, parts: Any) -> None:  # one send, as asyncio's and uvloop's are
+        self.write(b"".join(parts))
+
     def is_closing(self) -> bool:
         return self.closed or self.aborted
 
