@@ -196,3 +196,18 @@ def test_a_stream_is_not_held_back(port: int) -> None:
         STREAM_GO.set()
         rest = _read_until(s, b"0\r\n\r\n", early)
         assert b"second" in rest
+
+
+def test_a_half_closing_client_gets_a_lone_write(port: int) -> None:
+    """A HEAD answer is one write, held to the end of the turn; a client that half-closes
+    after its request makes the loop see EOF in between, and the transport closes on it.
+    The held head must go out first (without the flush in `eof_received` 0-3 of 20 did)."""
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"HEAD /head HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\n"), reply
+        assert b"content-length: 5" in reply.lower()
