@@ -568,6 +568,13 @@ def _stage(
     return total
 
 
+#: What a batch's query prefetches for the queries after it while it is gathered
+#: (``_gather_inline``): the next query's bucket bounds ``plo``/``phi`` and whether to
+#: prefetch its buckets; the query after it, whether to prefetch the bucket offsets it
+#: will read, and the tables' ``offsets`` and ``masks`` to find them.
+Ahead = tuple[np.ndarray, np.ndarray, bool, np.ndarray, bool, np.ndarray, np.ndarray]
+
+
 @njit(cache=True, nogil=True)
 def _mih_one(
     c: np.ndarray,
@@ -591,13 +598,7 @@ def _mih_one(
     out_ids: np.ndarray,
     out_d: np.ndarray,
     cnt: int,
-    plo_n: np.ndarray,
-    phi_n: np.ndarray,
-    pfn: bool,
-    q2: np.ndarray,
-    pf2: bool,
-    offsets: np.ndarray,
-    masks: np.ndarray,
+    ahead: Ahead,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact range search of one query through the multi-index tables.
 
@@ -615,9 +616,8 @@ def _mih_one(
     (~1 ms at 10M). Phased, each phase's misses are independent and overlap (~0.1 ms).
     Phase A (the bucket bounds ``plo``/``phi`` and the ``total`` rows they hold, and for
     the inline layout the prefetch of those buckets) has already run in ``mih_batch``.
-    ``pfn``: phase B also prefetches the next query's buckets (bounds ``plo_n``/``phi_n``),
-    one probe's worth after each of this query's, and ``pf2`` the bucket offsets of the
-    query after it, ``q2`` (``_gather_inline``).
+    ``ahead``: what phase B prefetches for the queries after this one as it goes (see
+    ``Ahead`` and ``_gather_inline``).
 
     If the query would fetch more than ``max_cand`` codes (a query inside a dense cluster
     of near-identical codes, e.g. the all-zero PDQ hashes of blank images), verifying them
@@ -637,8 +637,7 @@ def _mih_one(
         cand = np.empty(min(total, max_cand) + 1, np.uint32)  # one more: "too many"
         ctab = np.empty(cand.shape[0], np.int32)
         total = _gather_inline(
-            q, radius, meta, rad, rows, inline, IW, mask_off, plo, phi, cand, ctab, plo_n,
-            phi_n, pfn, q2, pf2, offsets, masks,
+            q, radius, meta, rad, rows, inline, IW, mask_off, plo, phi, cand, ctab, ahead
         )  # fmt: skip
     else:
         cand = np.empty(total, np.uint32)
@@ -714,13 +713,7 @@ def _gather_inline(
     phi: np.ndarray,
     cand: np.ndarray,
     ctab: np.ndarray,
-    plo_n: np.ndarray,
-    phi_n: np.ndarray,
-    pfn: bool,
-    q2: np.ndarray,
-    pf2: bool,
-    offsets: np.ndarray,
-    masks: np.ndarray,
+    ahead: Ahead,
 ) -> int:
     """Phase B of ``_mih_one`` for the inline layout (mih.py): the candidates worth a full
     check, into ``cand``/``ctab``; returns how many (all of ``cand`` if it filled up).
@@ -733,16 +726,18 @@ def _gather_inline(
     layout (full distance with prefetch, tombstone, first-table dedupe), so the two
     layouts cannot differ in what they return.
 
-    With ``pfn`` the next query's bucket at the same probe is prefetched before each bucket
-    is read: its ~5 lines then stream in while this query computes, a few at a time.
-    Prefetching all ~1,400 lines of the next query in one burst (``_stage``) hid less
-    (measured at 1M PDQ, 3,000 random queries: 61-64 us per query that way, 46-49 spread
-    out), likely because a burst overflows the core's miss buffers. The prefix distance
-    is written out for 1 and 2 words (pHash, PDQ) so the compiler keeps the query in
-    registers (8-12% of the batch time). With ``pf2`` the bucket offsets of the query after
-    the next (``q2``, direct tables) are prefetched alongside, so reading its bounds
-    before the next gather finds them cached (5-13% more, measured the same way).
+    With ``pfn`` (from ``ahead``) the next query's bucket at the same probe is prefetched
+    before each bucket is read: its ~5 lines then stream in while this query computes, a
+    few at a time. Prefetching all ~1,400 lines of the next query in one burst
+    (``_stage``) hid less (measured at 1M PDQ, 3,000 random queries: 61-64 us per query
+    that way, 46-49 spread out), likely because a burst overflows the core's miss buffers.
+    The prefix distance is written out for 1 and 2 words (pHash, PDQ) so the compiler keeps
+    the query in registers (8-12% of the batch time). With ``pf2`` the bucket offsets of
+    the query after the next (``q2``, direct tables) are prefetched alongside, so reading
+    its bounds before the next gather finds them cached (5-13% more, measured the same
+    way).
     """
+    plo_n, phi_n, pfn, q2, pf2, offsets, masks = ahead
     m = meta.shape[0]
     k = 0
     q0 = q[0]
@@ -841,8 +836,8 @@ def mih_batch(
         out_ids, out_d, c2 = _mih_one(
             c, W, ids, dead, Q[j], radius, meta, rad, rows, inline, IW, mask_off, x,
             plo[s], phi[s], total, max_cand, max_rows, out_ids, out_d, cnt,
-            plo[1 - s], phi[1 - s], pfn, Q[min(j + 2, nq - 1)], piped and j + 2 < nq,
-            offsets, masks,
+            (plo[1 - s], phi[1 - s], pfn, Q[min(j + 2, nq - 1)], piped and j + 2 < nq,
+             offsets, masks),
         )  # fmt: skip
         if not piped and j + 1 < nq:
             total_next = _stage(
