@@ -443,8 +443,8 @@ def render(args, results, refs, n_photos: int) -> str:  # type: ignore[no-untype
         "",
         f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"load average at the start {load:.1f} (the box is shared).",
-        "Server: `hashsvc serve --workers 2` (uvicorn + httptools, one send per response + uvloop) on 127.0.0.1, "
-        "index of "
+        "Server: `hashsvc serve --workers 2` (uvicorn + httptools, one send per response "
+        "+ uvloop) on 127.0.0.1, index of "
         f"{args.entries:,} PDQ + {args.entries:,} pHash random entries in one list; "
         "client: wrk (-t min(c,2)) on the same 2 cores, "
         f"{args.duration} s per cell, keep-alive connections.",
