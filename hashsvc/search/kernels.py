@@ -545,6 +545,13 @@ def _prefetch_bucket(inline: np.ndarray, IW: int, lo: int, hi: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def _worth_prefetching(total: int, max_rows: int) -> bool:
+    """Whether a query's ``total`` bucket rows are prefetched: not when it will fall back
+    to a scan (over ``max_rows``) or sits in a dense cluster (over ``_PF_MAX_ROWS``)."""
+    return total <= min(max_rows, _PF_MAX_ROWS)
+
+
+@njit(cache=True, nogil=True)
 def _stage(
     q: np.ndarray,
     meta: np.ndarray,
@@ -560,10 +567,9 @@ def _stage(
     max_rows: int,
 ) -> int:
     """Phase A of ``_mih_one`` (``_bounds``); for the inline layout also the prefetch of
-    the probed buckets, unless the query will fall back to a scan (over ``max_rows``) or
-    sits in a dense cluster (over ``_PF_MAX_ROWS``). Returns the buckets' rows in all."""
+    the probed buckets when ``_worth_prefetching``. Returns the buckets' rows in all."""
     total = _bounds(q, meta, rad, offsets, keys, masks, mask_off, plo, phi)
-    if IW > 0 and total <= min(max_rows, _PF_MAX_ROWS):
+    if IW > 0 and _worth_prefetching(total, max_rows):
         _prefetch_lines(meta, rad, inline, IW, mask_off, plo, phi)
     return total
 
@@ -832,7 +838,7 @@ def mih_batch(
             total_next = _bounds(
                 Q[j + 1], meta, rad, offsets, keys, masks, mask_off, plo[1 - s], phi[1 - s]
             )
-            pfn = total_next <= min(max_rows, _PF_MAX_ROWS)
+            pfn = _worth_prefetching(total_next, max_rows)
         out_ids, out_d, c2 = _mih_one(
             c, W, ids, dead, Q[j], radius, meta, rad, rows, inline, IW, mask_off, x,
             plo[s], phi[s], total, max_cand, max_rows, out_ids, out_d, cnt,
