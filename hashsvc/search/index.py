@@ -485,6 +485,8 @@ class BinaryIndex:
                     np.concatenate([d for _, d in found]))  # fmt: skip
         use_mih = s.main.n > 0 and self._use_mih(s.main, radius)
         nchunks = 1 if threads == 1 else min(nq, threads * 4)
+        if nchunks > threads and nq // nchunks < mih.SWEEP_MIN_QUERIES <= nq // threads:
+            nchunks = threads  # chunks large enough for the table-major sweep (sweep.py)
         bounds = np.linspace(0, nq, nchunks + 1).astype(np.int64)
         chunks = [Q[bounds[i] : bounds[i + 1]] for i in range(nchunks)]
         if nchunks == 1:
@@ -507,6 +509,7 @@ class BinaryIndex:
         self, s: _State, Q: np.ndarray, radius: int, use_mih: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from . import kernels as K
+        from . import sweep
 
         m, d = s.main, s.delta
         if m.n and use_mih:
@@ -520,25 +523,17 @@ class BinaryIndex:
             max_rows = int(scan_ns / t.candidate_ns)
             if self.strategy == "mih":
                 max_cand = max_rows = np.iinfo(np.int64).max  # forced: always verify (tests)
-            lims, rids, rd, scan = K.mih_batch(
-                m.codes.reshape(-1),
-                self.words,
-                m.ids,
-                m.dead,
-                Q,
-                radius,
-                t.meta,
-                p.rad,
-                t.offsets,
-                t.keys,
-                t.rows,
-                t.inline,
-                t.iw,
-                p.masks,
-                p.mask_off,
-                max_cand,
-                max_rows,
-            )
+            c = m.codes.reshape(-1)
+            if sweep.eligible(t.meta, p.rad, t.iw, len(Q)):
+                lims, rids, rd, scan = sweep.mih_sweep(
+                    c, self.words, m.ids, m.dead, Q, radius, t.meta, p.rad, t.offsets,
+                    t.rows, t.inline, t.iw, p.masks, p.mask_off, max_cand, max_rows,
+                )  # fmt: skip
+            else:
+                lims, rids, rd, scan = K.mih_batch(
+                    c, self.words, m.ids, m.dead, Q, radius, t.meta, p.rad, t.offsets,
+                    t.keys, t.rows, t.inline, t.iw, p.masks, p.mask_off, max_cand, max_rows,
+                )  # fmt: skip
             res = (lims, rids, rd)
             if scan.any():  # queries inside dense clusters: a scan is cheaper (exact either way)
                 sl, si, sd = flat.scan_batch(m.codes, m.ids, m.dead, m.n, Q[scan], radius)

@@ -69,6 +69,9 @@ COST_INLINE_CANDIDATE_NS = 3.0
 #: at 1M (bench/RESULTS-search.md): 192 or 256 inline bits cost 120-240 MB more and slowed
 #: uniform queries by the extra bytes streamed, for no gain once that phase was shared.
 INLINE_WORDS_MAX = 2
+#: Batches of at least this many queries on inline PDQ tables are searched table by table
+#: in one sorted sweep (sweep.py, where the measurements are); smaller ones query by query.
+SWEEP_MIN_QUERIES = 768
 #: Rows per bucket the inline layout aims for (2**4: substrings of log2(n) - 4 bits).
 INLINE_BUCKET_LOG2 = 4
 
