@@ -165,6 +165,12 @@ class IndexSet:
             (ids[a:b], dists[a:b], slots[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
 
+    def any_within(self, signal: SignalType, codes: np.ndarray, radius: int) -> np.ndarray:
+        """Per row of `codes` (uint8, one code per row), whether any code in `signal`'s
+        index lies within `radius`: one batch pass, no per-query arrays."""
+        lims, _, _ = self.indexes[signal].search_batch(codes, radius)
+        return np.diff(lims) > 0
+
     def refresh(self) -> int:
         """Apply store changes since `version`; returns how many were applied."""
         now = time.time()

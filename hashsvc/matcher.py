@@ -267,6 +267,55 @@ class Matcher:
             for h in items
         ]
 
+    def match_pdq_codes(
+        self,
+        codes: np.ndarray,
+        qualities: Sequence[int | None],
+        *,
+        lists: Collection[str] | None = None,
+    ) -> list[MatchResult | None]:
+        """`match_many` for items that are one PDQ hash each and nothing else (`codes`:
+        uint8, one 32-byte hash per row; `qualities`: each one's PDQ quality or None),
+        answered column-wise. None stands for an item `match_many` would answer `allow`
+        with no matches and no notes; every other item gets its full `MatchResult`.
+
+        Why: a 1,000-hash batch of precomputed PDQ lookups is nearly all unknown hashes,
+        and building each one's `Hash` and `MediaHashes` and planning its queries cost
+        more than its search (~20 us of Python per item against ~30 us of search at 1M).
+        Here the column is searched in one batch pass at the PDQ radius; only an item with
+        a code within that radius, or with a quality too low to decide, is built and
+        matched the ordinary way (searched again: such items are rare, and the ordinary
+        path then applies every rule, thresholds, disabled entries and `lists`, itself).
+        """
+        n = len(codes)
+        if len(qualities) != n:
+            raise ValueError("one quality (or None) per code")
+        out: list[MatchResult | None] = [None] * n
+        if n == 0:
+            return out
+        floor = self.settings.pdq_min_quality
+        low = np.fromiter((q is not None and q < floor for q in qualities), dtype=np.bool_, count=n)
+        rows = np.flatnonzero(~low)
+        special = np.flatnonzero(low)
+        if len(rows):
+            radius = self._radii()[SignalType.PDQ]
+            near = self.indexes.any_within(SignalType.PDQ, codes[rows], radius)
+            special = np.union1d(special, rows[near])
+        if not len(special):
+            return out
+        picked = special.tolist()
+        items = [
+            MediaHashes(
+                pdq=Hash(SignalType.PDQ, codes[i].tobytes()),
+                pdq_quality=qualities[i],
+                path=HashPath.REFERENCE,
+            )
+            for i in picked
+        ]
+        for i, result in zip(picked, self.match_many(items, lists=lists), strict=True):
+            out[i] = result
+        return out
+
     def match_video(
         self, hashes: VideoHashes, *, lists: Collection[str] | None = None
     ) -> MatchResult:

@@ -129,6 +129,34 @@ def test_hash_lookups_single_and_batch(client: TestClient, env: Env) -> None:
     assert all(i["report_id"] for i in batch["items"][:2])
 
 
+def test_a_full_batch_of_pdq_lookups_answers_each_item_in_place(
+    client: TestClient, env: Env
+) -> None:
+    """1,000 PDQ-only items (the column-wise path) with two known ones among them: the
+    verdicts, the report and the plain allows land at the right positions."""
+    import numpy as np
+
+    near = hashing.hash_media(upload_bytes(1)).pdq.hex
+    watch = hashing.hash_media(upload_bytes(3)).pdq.hex
+    rng = np.random.default_rng(0)
+    items: list[dict[str, object]] = [
+        {"pdq": rng.integers(0, 256, 32, np.uint8).tobytes().hex()} for _ in range(1000)
+    ]
+    items[500] = {"pdq": near.upper(), "pdq_quality": 95}
+    items[999] = {"pdq": watch}
+    items[3] = {"pdq": near, "pdq_quality": 5}  # too low to decide: allow with a note
+    r = client.post("/v1/match/hashes", json={"items": items}, headers=env.auth("review"))
+    assert r.status_code == 200
+    out = r.json()["items"]
+    assert out[500]["verdict"] == "block" and out[500]["report_id"]
+    assert out[500]["matches"][0]["distance"] <= 31
+    assert out[999]["verdict"] == "report" and out[999]["report_id"]
+    assert out[3]["verdict"] == "allow" and out[3]["notes"]
+    plain = {"verdict": "allow", "matches": [], "report_id": None, "notes": []}
+    assert sum(o == plain for o in out) == 997
+    assert r.json()["counts"] == {"block": 1, "report": 1, "allow": 998}
+
+
 def test_hash_lookup_validation(client: TestClient, env: Env) -> None:
     for body in (
         {},

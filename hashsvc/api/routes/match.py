@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 
@@ -100,19 +101,60 @@ async def match_hashes(
         return JSONResponse({**_result_json(result, shown, ids[0]), "request_id": request_id()})
 
     queries = query.items
-    items = [_media_hashes(q) for q in queries]
-    results = await run_cpu_bound(request, matcher.match_many, items)
+    results = await run_cpu_bound(request, _match_batch, matcher, queries)
     ids, counts = await _record(
         request, services, key, "match_hashes", results, "hashes",
         lambda i: _query_json(queries[i]),
     )  # fmt: skip
     return JSONResponse(
         {
-            "items": [_result_json(r, shown, i) for r, i in zip(results, ids, strict=True)],
+            "items": [
+                _PLAIN_ALLOW if r is None else _result_json(r, shown, i)
+                for r, i in zip(results, ids, strict=True)
+            ],
             "counts": {v.value: counts.get(v, 0) for v in Verdict},
             "request_id": request_id(),
         }
     )
+
+
+#: A batch item's answer when `Matcher.match_pdq_codes` had nothing to say about it (only
+#: serialised, never changed, so one dict serves every such item)
+_PLAIN_ALLOW: dict[str, Any] = {
+    "verdict": Verdict.ALLOW.value,
+    "matches": [],
+    "report_id": None,
+    "notes": [],
+}
+
+
+def _match_batch(
+    matcher: Matcher, queries: Sequence[schemas.HashQuery]
+) -> list[MatchResult | None]:
+    """A batch's results in order; None: a plain `allow` (see `Matcher.match_pdq_codes`).
+    Items that are a PDQ hash alone (the usual bulk lookup) go column-wise; the rest
+    through `match_many` as built objects."""
+    out: list[MatchResult | None] = [None] * len(queries)
+    pdq_only = [
+        i
+        for i, q in enumerate(queries)
+        if q.pdq is not None and q.phash is None and q.md5 is None and q.sha256 is None
+        and q.vpdq is None
+    ]  # fmt: skip
+    if pdq_only:
+        # the schema checked each is exactly 64 hex digits, so one fromhex reads them all
+        raw = bytes.fromhex("".join([queries[i].pdq or "" for i in pdq_only]))
+        codes = np.frombuffer(raw, np.uint8).reshape(len(pdq_only), 32)
+        quality = [queries[i].pdq_quality for i in pdq_only]
+        for i, r in zip(pdq_only, matcher.match_pdq_codes(codes, quality), strict=True):
+            out[i] = r
+    if len(pdq_only) < len(queries):
+        plain = set(pdq_only)
+        rest = [i for i in range(len(queries)) if i not in plain]
+        for i, r in zip(rest, matcher.match_many([_media_hashes(queries[i]) for i in rest]),
+                        strict=True):  # fmt: skip
+            out[i] = r
+    return out
 
 
 async def _record(
@@ -120,25 +162,30 @@ async def _record(
     services: Services,
     key: ApiKey,
     action: str,
-    results: Sequence[MatchResult],
+    results: Sequence[MatchResult | None],
     source: str,
     kept: Callable[[int], dict[str, Any]],
 ) -> tuple[list[int | None], dict[Verdict, int]]:
     """Commit reports for block/report results (before the caller hears the verdict),
-    audit the allows (buffered), count verdicts, notify the webhook. `kept(i)`: the
-    hashes a report on result i keeps (asked only for block/report results). Returns the
-    report ids and the count of each verdict."""
+    audit the allows (buffered), count verdicts, notify the webhook. None in `results` is
+    a plain `allow` (`_match_batch`). `kept(i)`: the hashes a report on result i keeps
+    (asked only for block/report results). Returns the report ids and the count of each
+    verdict."""
     rid = request_id()
     counts: dict[Verdict, int] = {}
-    for r in results:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    matched: list[int] = []
+    for i, r in enumerate(results):
+        v = Verdict.ALLOW if r is None else r.verdict
+        counts[v] = counts.get(v, 0) + 1
+        if v is not Verdict.ALLOW:
+            matched.append(i)
     allows = counts.get(Verdict.ALLOW, 0)
     ids: list[int | None] = [None] * len(results)
-    if allows < len(results):
-        matched = [i for i, r in enumerate(results) if r.verdict is not Verdict.ALLOW]
+    if matched:
         records = services.records
         assert records is not None
-        new = [reports.NewReport(results[i], kept(i), source) for i in matched]
+        found = [r for r in (results[i] for i in matched) if r is not None]
+        new = [reports.NewReport(r, kept(i), source) for i, r in zip(matched, found, strict=True)]
         created = await anyio.to_thread.run_sync(
             lambda: reports.create_reports(
                 records, new, key_id=key.id, request_id=rid, action=action
@@ -148,8 +195,7 @@ async def _record(
             ids[i] = report_id
         services.metrics.reports.inc(len(created))
         if services.webhook is not None:
-            for i, report_id in zip(matched, created, strict=True):
-                r = results[i]
+            for r, report_id in zip(found, created, strict=True):
                 services.webhook.notify(
                     {
                         "event": "report.created",
@@ -164,7 +210,8 @@ async def _record(
     for verdict, n in counts.items():
         services.metrics.count_verdict(verdict.value, source, n)
     if len(results) == 1:
-        annotate(request, verdict=results[0].verdict.value, report_id=ids[0])
+        (only,) = counts
+        annotate(request, verdict=only.value, report_id=ids[0])
     else:
         annotate(request, items=len(results), verdicts={v.value: n for v, n in counts.items()})
     return ids, counts
