@@ -90,6 +90,8 @@ def _sweep_table(
     start: int,
     stop: int,
     skip: np.ndarray,
+    rows_of: np.ndarray,
+    max_rows: int,
     ncand: np.ndarray,
     max_cand: int,
     cq: np.ndarray,
@@ -98,7 +100,8 @@ def _sweep_table(
     nc: int,
 ) -> tuple[int, int]:
     """Read table ``t``'s buckets at the sorted probes ``start:stop``; append the rows whose
-    prefix is within ``radius`` as (query, row, table) to ``cq/cr/ct``. Returns the new
+    prefix is within ``radius`` as (query, row, table) to ``cq/cr/ct``, counting each
+    query's rows and candidates against ``max_rows``/``max_cand``. Returns the new
     count and where it stopped: before ``stop`` only when the buffers are full (the caller
     grows them and resumes; growing here would cost reference counting on every row)."""
     obase = meta[t, M_OFF]
@@ -122,6 +125,10 @@ def _sweep_table(
         hi = rbase + np.int64(offsets[k + 1])
         if nc + (hi - lo) > cap:
             return nc, i
+        rows_of[j] += hi - lo
+        if rows_of[j] > max_rows:
+            skip[j] = True  # a scan answers it (``_mih_one``'s rule)
+            continue
         q0 = Q[j, 0]
         q1 = Q[j, 1]
         for p in range(lo, hi):
@@ -165,10 +172,11 @@ def mih_sweep(
     """``kernels.mih_batch`` for a large batch on direct inline tables with ``IW >= 2``:
     CSR ``(lims, ids, distances)`` plus the mask of queries the caller must scan.
 
-    1. Per table, every query's probe keys, radix-sorted by key; a pass over the sorted
-       keys adds up each query's bucket rows (offsets read in order), and a query over
-       ``max_rows`` is left to a scan.
+    1. Per table, every query's probe keys, radix-sorted by key.
     2. Per table, one ascending sweep (``_sweep_table``): candidates (query, row, table).
+       A query is left to a scan once the bucket rows it has read pass ``max_rows`` or
+       its candidates pass ``max_cand``: the same queries ``mih_batch`` leaves (it adds
+       up the rows first), after at most that much work on each.
     3. Candidates grouped by query (stable), then ``_mih_one``'s phase C: full distance,
        tombstone, and a hit reported only by the first table able to find it.
     """
@@ -197,11 +205,7 @@ def mih_sweep(
                 pq[p] = j
                 p += 1
         _sort_by_key(pk[s0:p], pq[s0:p], meta[t, M_LEN], tk, tq)
-        obase = meta[t, M_OFF]
-        for i in range(s0, p):
-            k = obase + np.int64(pk[i])
-            rows_of[pq[i]] += np.int64(offsets[k + 1]) - np.int64(offsets[k])
-    skip = rows_of > max_rows
+    skip = np.zeros(nq, np.bool_)
     ncand = np.zeros(nq, np.int64)
     cap = 4 * nq + 1024
     cq = np.empty(cap, np.int32)
@@ -215,7 +219,7 @@ def mih_sweep(
         while i < tstart[t + 1]:
             nc, i = _sweep_table(
                 Q, radius, t, meta, offsets, rows, inline, IW, pk, pq, i, tstart[t + 1],
-                skip, ncand, max_cand, cq, cr, ct, nc,
+                skip, rows_of, max_rows, ncand, max_cand, cq, cr, ct, nc,
             )  # fmt: skip
             if i < tstart[t + 1]:  # full: grow (outside the row loop) and resume
                 k = meta[t, M_OFF] + np.int64(pk[i])

@@ -155,6 +155,10 @@ def test_a_full_batch_of_pdq_lookups_answers_each_item_in_place(
     plain = {"verdict": "allow", "matches": [], "report_id": None, "notes": []}
     assert sum(o == plain for o in out) == 997
     assert r.json()["counts"] == {"block": 1, "report": 1, "allow": 998}
+    # rendered item by item, the body is the bytes JSONResponse renders for the whole
+    from fastapi.responses import JSONResponse
+
+    assert r.content == JSONResponse(r.json()).body
 
 
 def test_hash_lookup_validation(client: TestClient, env: Env) -> None:
