@@ -8,6 +8,11 @@ with the same parts FastAPI would use: the same JSON decode, the route's own bod
 validates, the same key check runs, the same endpoint function answers, and the app's
 own exception handlers map what it raises.
 
+A batch of PDQ hashes alone (`{"items": [{"pdq": ..., "pdq_quality": ...}, ...]}`, the
+usual bulk lookup) is validated as `schemas.PlainPdqBatch` first, into plain dicts rather
+than 1,000 `HashQuery` models, and answered by `match.match_plain_pdq_items`; any other
+body, or one that this stricter shape refuses, goes through the route's own body field.
+
 Everything else goes to FastAPI untouched: another route or method, another content
 type, a body that does not decode or validate, a refused key, the index still loading,
 dependency overrides, or OpenTelemetry active for the request. The body already read is
@@ -27,9 +32,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from fastapi.telemetry import get_telemetry_data
+from pydantic import ValidationError
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hashsvc.api import schemas
 from hashsvc.api.auth import authenticate
 from hashsvc.api.deps import MatchContext
 from hashsvc.api.routes import match
@@ -98,9 +105,16 @@ class HashLookupLane:
             value = json.loads(body)  # what FastAPI's `request.json()` does
         except Exception:
             return None
-        query, errors = self.body_field.validate(value, {}, loc=("body",))
-        if errors:
-            return None
+        query: Any = None
+        if isinstance(value, dict) and "items" in value:
+            try:  # the usual bulk lookup, PDQ hashes alone: no model per item
+                query = match.PlainPdqItems(schemas.PLAIN_PDQ_BATCH.validate_python(value)["items"])
+            except ValidationError:
+                query = None
+        if query is None:
+            query, errors = self.body_field.validate(value, {}, loc=("body",))
+            if errors:
+                return None
         services = self.fastapi_app.state.services
         matcher = services.matcher
         if matcher is None:
@@ -122,7 +136,10 @@ class HashLookupLane:
 
 async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
     request, ctx, query = scope.pop("hashsvc.lane")
-    response = await match.match_hashes(request, ctx, query)
+    if isinstance(query, match.PlainPdqItems):
+        response = await match.match_plain_pdq_items(request, ctx, query)
+    else:
+        response = await match.match_hashes(request, ctx, query)
     await response(scope, receive, send)
 
 

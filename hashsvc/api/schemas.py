@@ -8,9 +8,18 @@ Times are RFC 3339 UTC strings.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    model_validator,
+)
+from typing_extensions import TypedDict
 
 PdqHex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="PDQ, 64 hex digits")]
 PhashHex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{16}$", description="pHash, 16 hex")]
@@ -192,6 +201,30 @@ HashMatchRequest = Annotated[
     Annotated[HashQuery, Tag("single")] | Annotated[HashBatch, Tag("batch")],
     Discriminator(_query_kind),
 ]
+
+
+class PlainPdqItem(TypedDict):
+    """A batch item that is a PDQ hash alone: `HashQuery`'s `pdq` and `pdq_quality` with
+    the same constraints, nothing else allowed."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    pdq: PdqHex
+    pdq_quality: NotRequired[Annotated[int, Field(ge=0, le=100)] | None]
+
+
+class PlainPdqBatch(TypedDict):
+    """The usual bulk lookup, `{"items": [{"pdq": ...}, ...]}`: a strict subset of
+    `HashBatch` (anything this accepts, `HashBatch` accepts with the same values; a test
+    checks it), validated into plain dicts. Why: building 1,000 `HashQuery` models cost
+    ~4 ms per batch, ~10% of the batch's CPU; this takes ~1 ms. Not part of the OpenAPI
+    schema: the fast lane (fastlane.py) tries it first and falls back to `HashMatchRequest`,
+    whose errors are the ones callers see."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    items: Annotated[list[PlainPdqItem], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+PLAIN_PDQ_BATCH: TypeAdapter[PlainPdqBatch] = TypeAdapter(PlainPdqBatch)
 
 
 class HashMatchResult(BaseModel):

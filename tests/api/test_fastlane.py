@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from hashsvc import hashing
 from hashsvc.api import fastlane
 from hashsvc.api.app import create_app
+from hashsvc.api.routes import match
 from tests.api.conftest import Env, running, settings_for, upload_bytes
 
 PATH = "/v1/match/hashes"
@@ -41,6 +42,20 @@ def _requests(env: Env) -> list[dict[str, Any]]:
         post({"md5": md5}),  # exact: a report
         post({"items": [allow, {"md5": md5}, {"pdq": near.pdq.hex}]}),
         post({"items": [allow] * 3}, "match"),
+        # PDQ-only batches (the lane's plain bulk shape) and near misses of that shape
+        post({"items": [allow, {"pdq": near.pdq.hex.upper(), "pdq_quality": 90}]}, "review"),
+        post({"items": [{"pdq": near.pdq.hex, "pdq_quality": None}, allow]}),
+        post({"items": [{"pdq": near.pdq.hex, "pdq_quality": "77"}]}),  # lax int: both coerce
+        post({"items": [{"pdq": near.pdq.hex, "pdq_quality": 5}]}),  # low quality: a note
+        post({"items": [{"pdq": near.pdq.hex, "pdq_quality": 101}]}),  # 422
+        post({"items": [{"pdq": near.pdq.hex, "pdq_quality": True}]}),
+        post({"items": [{"pdq": near.pdq.hex, "pdq_quality": 50.5}]}),
+        post({"items": [{"pdq": "ab" * 32, "colour": "red"}]}),  # 422
+        post({"items": [{"pdq": "ab" * 31}]}),  # 422
+        post({"items": [allow], "extra": 1}),  # 422
+        post({"items": [allow] * 1001}),  # 422
+        post({"items": allow}),  # 422
+        post({"items": [{"pdq_quality": 50}]}),  # 422
         # refused keys: no key, another scheme, unknown, revoked, wrong scope
         post(allow, None),
         post(allow, None, Authorization="Basic dXNlcjpwYXNz"),
@@ -165,4 +180,17 @@ def test_the_lane_serves_the_plain_case(env: Env, monkeypatch: pytest.MonkeyPatc
         assert r.status_code == 200 and r.json()["verdict"] == "allow"
         r = client.post(PATH, json={"pdq": "zz"}, headers=env.auth("match"))
         assert r.status_code == 422
-    assert served == [PATH]
+        # a PDQ-only batch takes the plain bulk path
+        plain_batches = []
+        real_items = match.match_plain_pdq_items
+
+        async def spy(*args: Any) -> Any:
+            plain_batches.append(len(args[2].items))
+            return await real_items(*args)
+
+        monkeypatch.setattr(match, "match_plain_pdq_items", spy)
+        items = {"items": [{"pdq": "ab" * 32}, {"pdq": "cd" * 32, "pdq_quality": 60}]}
+        r = client.post(PATH, json=items, headers=env.auth("match"))
+        assert r.status_code == 200 and [i["verdict"] for i in r.json()["items"]] == ["allow"] * 2
+        assert plain_batches == [2]
+    assert served == [PATH, PATH]

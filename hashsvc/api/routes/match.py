@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from hashsvc import reports, vpdq
 from hashsvc.api import schemas
 from hashsvc.api.context import annotate, request_id
-from hashsvc.api.deps import MatchCall
+from hashsvc.api.deps import MatchCall, MatchContext
 from hashsvc.api.limits import run_cpu_bound
 from hashsvc.api.runtime import Services
 from hashsvc.api.uploads import read_upload
@@ -103,10 +103,37 @@ async def match_hashes(
 
     queries = query.items
     results = await run_cpu_bound(request, _match_batch, matcher, queries)
+    return await _batch_answer(request, ctx, results, lambda i: _query_json(queries[i]))
+
+
+class PlainPdqItems(NamedTuple):
+    """A body `schemas.PLAIN_PDQ_BATCH` validated (the fast lane's bulk case)."""
+
+    items: list[schemas.PlainPdqItem]
+
+
+async def match_plain_pdq_items(
+    request: Request, ctx: MatchContext, query: PlainPdqItems
+) -> JSONResponse:
+    """`match_hashes` for a batch of PDQ-only items that the fast lane validated as
+    `schemas.PlainPdqBatch`: the same answer, without a `HashQuery` per item."""
+    items = query.items
+    codes = _pdq_codes([it["pdq"] for it in items])
+    quality = [it.get("pdq_quality") for it in items]
+    results = await run_cpu_bound(request, ctx.matcher.match_pdq_codes, codes, quality)
+    return await _batch_answer(request, ctx, results, lambda i: _plain_item_json(items[i]))
+
+
+async def _batch_answer(
+    request: Request,
+    ctx: MatchContext,
+    results: Sequence[MatchResult | None],
+    kept: Callable[[int], dict[str, Any]],
+) -> JSONResponse:
     ids, counts = await _record(
-        request, services, key, "match_hashes", results, "hashes",
-        lambda i: _query_json(queries[i]),
-    )  # fmt: skip
+        request, ctx.services, ctx.key, "match_hashes", results, "hashes", kept
+    )
+    shown = _Shown.of(ctx.key)
     return _BatchResponse(
         [
             _PLAIN_ALLOW if r is None else _json(_result_json(r, shown, i))
@@ -115,6 +142,22 @@ async def match_hashes(
         {v.value: counts.get(v, 0) for v in Verdict},
         request_id(),
     )
+
+
+def _pdq_codes(hexes: list[str]) -> np.ndarray:
+    """PDQ hashes the schema checked (exactly 64 hex digits each) as uint8 rows: one
+    fromhex for all of them."""
+    raw = bytes.fromhex("".join(hexes))
+    return np.frombuffer(raw, np.uint8).reshape(len(hexes), 32)
+
+
+def _plain_item_json(item: schemas.PlainPdqItem) -> dict[str, Any]:
+    """What a report keeps of a plain PDQ item: `_query_json` of the same item."""
+    out: dict[str, Any] = {"pdq": item["pdq"].lower()}
+    quality = item.get("pdq_quality")
+    if quality is not None:
+        out["pdq_quality"] = quality
+    return out
 
 
 def _json(value: Any) -> bytes:
@@ -157,9 +200,7 @@ def _match_batch(
         and q.vpdq is None
     ]  # fmt: skip
     if pdq_only:
-        # the schema checked each is exactly 64 hex digits, so one fromhex reads them all
-        raw = bytes.fromhex("".join([queries[i].pdq or "" for i in pdq_only]))
-        codes = np.frombuffer(raw, np.uint8).reshape(len(pdq_only), 32)
+        codes = _pdq_codes([queries[i].pdq or "" for i in pdq_only])
         quality = [queries[i].pdq_quality for i in pdq_only]
         for i, r in zip(pdq_only, matcher.match_pdq_codes(codes, quality), strict=True):
             out[i] = r
