@@ -24,7 +24,8 @@ benchmarking). Data sets are generated once into bench/_data/ (git-ignored).
 Queries: 200 by default, half of them planted near-duplicates (a stored code with 0..r
 flipped bits), half fresh codes from the same distribution. Single-query latency runs one
 query at a time on one thread (FAISS: omp_set_num_threads(1)); batch throughput runs all
-queries in one call with 1 and 2 threads.
+queries of a second set (1,000 by default: an API batch, the size our table-major sweep
+serves) in one call with 1 and 2 threads.
 """
 
 from __future__ import annotations
@@ -94,29 +95,52 @@ def data_paths(n: int, bits: int, kind: str) -> tuple[Path, Path]:
     return DATA / f"{stem}.codes.npy", DATA / f"{stem}.queries.npy"
 
 
-def ensure_data(n: int, bits: int, kind: str, nq: int) -> None:
+def batch_path(n: int, bits: int, kind: str) -> Path:
+    """The batch-throughput query set (another draw of the same mix)."""
+    return DATA / f"{kind}-{bits}-{n}.batch-queries.npy"
+
+
+def _make_queries(codes, kind: str, nq: int, rng):  # type: ignore[no-untyped-def]
+    """``nq`` queries: even rows a stored code with 0..r bits flipped, odd rows fresh codes
+    from the same distribution (clustered: other members of the same clusters)."""
     import numpy as np
 
-    cpath, qpath = data_paths(n, bits, kind)
-    if cpath.exists() and qpath.exists() and len(np.load(qpath, mmap_mode="r")) == nq:
-        return
-    DATA.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(SEED + n + bits + (kind == "clustered"))
+    n, nb = codes.shape
+    bits = nb * 8
     if kind == "uniform":
-        codes = rng.integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
-        fresh = rng.integers(0, 256, size=(nq - nq // 2, bits // 8), dtype=np.uint8)
+        fresh = rng.integers(0, 256, size=(nq - nq // 2, nb), dtype=np.uint8)
     else:
-        codes = _gen_clustered(n, bits, SEED + n + bits)
-        # fresh queries from the same distribution (other members of the same clusters)
         fresh = _gen_clustered(n, bits, SEED + n + bits)[rng.integers(0, n, nq - nq // 2)]
         fresh = np.array([_flip(c, 3, rng) for c in fresh], np.uint8)
     r = RADIUS[bits]
     near = [_flip(codes[rng.integers(n)], int(rng.integers(0, r + 1)), rng) for _ in range(nq // 2)]
-    queries = np.empty((nq, bits // 8), np.uint8)
+    queries = np.empty((nq, nb), np.uint8)
     queries[0::2][: len(near)] = near
     queries[1::2][: len(fresh)] = fresh
-    np.save(cpath, codes)
-    np.save(qpath, queries)
+    return queries
+
+
+def ensure_data(n: int, bits: int, kind: str, nq: int, nbatch: int) -> None:
+    import numpy as np
+
+    cpath, qpath = data_paths(n, bits, kind)
+    bpath = batch_path(n, bits, kind)
+    have = cpath.exists() and qpath.exists() and len(np.load(qpath, mmap_mode="r")) == nq
+    if have and bpath.exists() and len(np.load(bpath, mmap_mode="r")) == nbatch:
+        return
+    DATA.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED + n + bits + (kind == "clustered"))
+    if have:
+        codes = np.load(cpath)
+    else:
+        if kind == "uniform":
+            codes = rng.integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
+        else:
+            codes = _gen_clustered(n, bits, SEED + n + bits)
+        np.save(cpath, codes)
+        np.save(qpath, _make_queries(codes, kind, nq, rng))
+    batch_rng = np.random.default_rng(SEED + 7 * n + bits + (kind == "clustered"))
+    np.save(bpath, _make_queries(codes, kind, nbatch, batch_rng))
 
 
 # ----------------------------------------------------------------------------- workers
@@ -231,12 +255,21 @@ def worker_ours(args: argparse.Namespace) -> dict:
     times, res = _single_loop(lambda q: idx.search(q, r), queries)
     p50, p99 = _lat(times)
     digest, hits = _digest(*_to_csr(res))
+    # batch throughput: another query set in one call (1,000 by default, an API batch:
+    # the size that takes the table-major sweep), after one warm-up call
+    batch = np.load(batch_path(args.n, args.bits, args.kind))
+    idx.search_batch(batch[:50], r)
     qps = {}
+    batch_digest = ""
     for th in (1, 2):
         t0 = time.perf_counter()
-        lims, bi, bd = idx.search_batch(queries, r, threads=th)
-        qps[th] = len(queries) / (time.perf_counter() - t0)
-        assert _digest(lims, bi, bd)[0] == digest, "batch != single"
+        lims, bi, bd = idx.search_batch(batch, r, threads=th)
+        qps[th] = len(batch) / (time.perf_counter() - t0)
+        got = _digest(lims, bi, bd)[0]
+        assert batch_digest in ("", got), "batch results differ by thread count"
+        batch_digest = got
+    single_lims, single_ids, single_d = idx.search_batch(queries, r)
+    assert _digest(single_lims, single_ids, single_d)[0] == digest, "batch != single"
     # memory-bandwidth floor: one streaming pass over the main segment's codes
     codes = idx._state.main.codes.reshape(-1)
     floor = []
@@ -260,7 +293,7 @@ def worker_ours(args: argparse.Namespace) -> dict:
         "qps1": qps[1],
         "qps2": qps[2],
         "peak_rss_mb": _peak_rss_mb(),
-        "digest": digest,
+        "digest": digest + batch_digest,
         "hits": hits,
         "scan_floor_ms": min(floor) * 1e3,
         "path": idx.path_for(r),
@@ -298,13 +331,19 @@ def worker_faiss(args: argparse.Namespace) -> dict:
     times, res = _single_loop(one, queries)
     p50, p99 = _lat(times)
     digest, hits = _digest(*_to_csr(res))
+    lims, D, labels = index.range_search(queries, r + 1)
+    assert _digest(lims, labels, D)[0] == digest, "batch != single"
+    batch = np.load(batch_path(args.n, args.bits, args.kind))
     qps = {}
+    batch_digest = ""
     for th in (1, 2):
         faiss.omp_set_num_threads(th)
         t0 = time.perf_counter()
-        lims, D, labels = index.range_search(queries, r + 1)
-        qps[th] = len(queries) / (time.perf_counter() - t0)
-        assert _digest(lims, labels, D)[0] == digest
+        lims, D, labels = index.range_search(batch, r + 1)
+        qps[th] = len(batch) / (time.perf_counter() - t0)
+        got = _digest(lims, labels, D)[0]
+        assert batch_digest in ("", got), "batch results differ by thread count"
+        batch_digest = got
     return {
         "build_s": build,
         "p50_ms": p50,
@@ -312,7 +351,7 @@ def worker_faiss(args: argparse.Namespace) -> dict:
         "qps1": qps[1],
         "qps2": qps[2],
         "peak_rss_mb": _peak_rss_mb(),
-        "digest": digest,
+        "digest": digest + batch_digest,
         "hits": hits,
     }
 
@@ -368,7 +407,10 @@ def main() -> None:
     ap.add_argument("--bits", default="256,64")
     ap.add_argument("--engines", default="ours,ours-rows,ours-flat,faiss-flat,faiss-mh")
     ap.add_argument("--flat-bits", default="64", help="code sizes ours-flat runs for")
-    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--queries", type=int, default=200, help="single-query latency set")
+    ap.add_argument(
+        "--batch-queries", type=int, default=1000, help="batch throughput set (one call)"
+    )
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -382,7 +424,7 @@ def main() -> None:
     if args.worker:
         args.bits = int(args.bits)
         if args.engine == "data":
-            ensure_data(args.n, args.bits, args.kind, args.queries)
+            ensure_data(args.n, args.bits, args.kind, args.queries, args.batch_queries)
             print(json.dumps({}))
             return
         fn = {"build": worker_build, "ours": worker_ours}.get(args.engine, worker_faiss)
@@ -399,9 +441,8 @@ def main() -> None:
         for kind in args.kinds.split(","):
             for bits in (int(b) for b in args.bits.split(",")):
                 base = ["--n", str(n), "--kind", kind, "--bits", str(bits)]
-                gen = run_worker(
-                    ["--engine", "data", "--queries", str(args.queries), *base], args.timeout
-                )
+                sets = ["--queries", str(args.queries), "--batch-queries", str(args.batch_queries)]
+                gen = run_worker(["--engine", "data", *sets, *base], args.timeout)
                 if "error" in gen:
                     raise SystemExit(f"data generation failed: {gen['error']}")
                 res: dict[str, dict] = {}
@@ -507,8 +548,10 @@ def main() -> None:
             "",
             " ".join(
                 [
-                    f"{args.queries} queries per row, half planted near-duplicates.",
-                    "Single-query latency on one thread; batch = all queries in one call.",
+                    f"{args.queries} queries per row for single-query latency (one thread),",
+                    f"and another {args.batch_queries} for batch throughput (all in one call,",
+                    "1 and 2 threads); each set half planted near-duplicates. `exact` covers",
+                    "both sets.",
                     "`build s` for ours = bulk add incl. MIH tables; `load s` = BinaryIndex.load",
                     "in a fresh process (checksum + parse + tables, JIT cache already warm).",
                     "Peak RSS = VmHWM of that engine's own process (ours: the serving process",

@@ -13,6 +13,12 @@ Measured at 1M PDQ r=31 (interleaved, same tables, results equal): 1,000-query b
 28-29 vs 36-41 us per query, 2,000-query batches 29 vs 43; at 500 queries it is even and
 at 200 it loses (47 vs 39: the per-table sort no longer pays for itself), hence
 ``mih.SWEEP_MIN_QUERIES``. pHash (one inline word) gains nothing: 6.0 vs 5.2 us at r=6.
+On the search bench's 1,000 query sets (bench/_data, same process, results equal):
+uniform 1M 31-33 vs 41 us per query; clustered 1M (near-duplicate clusters, ~10,000
+candidates per query) 418-442 vs 418-475 us, after two fixes that the clustered set
+needed: candidates are verified a buffer at a time instead of held to the end, and a row
+an earlier table also finds is dropped on its prefix before its code is fetched (674 and
+then 584 us before them).
 
 What is returned is exactly ``mih_batch``'s: the same prefix filter, the same full check,
 tombstones and first-table dedupe, and the same ``scan`` mask for queries a scan answers
@@ -35,11 +41,15 @@ from .kernels import (
     _ctpop,
     _extract,
     _prefetch,
+    _prefetch_bucket,
     verified_distance,
 )
 
 #: Sorted probes prefetched ahead of the one being read.
 _SWEEP_AHEAD = 8
+#: Candidates buffered before they are verified (kept small: the buffer stays in cache,
+#: and a clustered batch's millions of candidates are never held at once).
+_CAND_BUF = 16384
 
 
 def eligible(meta: np.ndarray, rad: np.ndarray, iw: int, nq: int) -> bool:
@@ -98,12 +108,20 @@ def _sweep_table(
     cr: np.ndarray,
     ct: np.ndarray,
     nc: int,
+    rad: np.ndarray,
+    xs: np.ndarray,
 ) -> tuple[int, int]:
     """Read table ``t``'s buckets at the sorted probes ``start:stop``; append the rows whose
     prefix is within ``radius`` as (query, row, table) to ``cq/cr/ct``, counting each
     query's rows and candidates against ``max_rows``/``max_cand``. Returns the new
     count and where it stopped: before ``stop`` only when the buffers are full (the caller
-    grows them and resumes; growing here would cost reference counting on every row)."""
+    verifies them and resumes; growing here would cost reference counting on every row).
+
+    A row that an earlier table also finds is dropped here when the prefix decides it
+    (``_earlier_in_prefix``), before its code is fetched: in a cluster of near-duplicates
+    a row is a candidate in most tables, and table-major order fetched its code once per
+    table, long evicted in between (a clustered 1M batch: 584 -> 418-442 us per query).
+    It still counts against ``max_cand``, as in ``mih_batch``."""
     obase = meta[t, M_OFF]
     rbase = meta[t, M_ROWS]
     cap = cq.shape[0]
@@ -111,12 +129,9 @@ def _sweep_table(
         ia = i + _SWEEP_AHEAD
         if ia < stop:
             ka = obase + np.int64(pk[ia])
-            lo_a = rbase + np.int64(offsets[ka])
-            hi_a = rbase + np.int64(offsets[ka + 1])
-            for a in range(lo_a * IW, hi_a * IW, 8):  # 8 words = one cache line
-                _prefetch(inline, a)
-            if hi_a > lo_a:
-                _prefetch(inline, hi_a * IW - 1)
+            _prefetch_bucket(
+                inline, IW, rbase + np.int64(offsets[ka]), rbase + np.int64(offsets[ka + 1])
+            )
         j = pq[i]
         if skip[j]:
             continue
@@ -129,20 +144,23 @@ def _sweep_table(
         if rows_of[j] > max_rows:
             skip[j] = True  # a scan answers it (``_mih_one``'s rule)
             continue
-        q0 = Q[j, 0]
-        q1 = Q[j, 1]
+        q = Q[j]
+        q0 = q[0]
+        q1 = q[1]
         for p in range(lo, hi):
-            if IW == 2:
+            if IW == 2:  # written out, as in ``kernels._gather_inline``: q0, q1 in registers
                 d = _ctpop(inline[2 * p] ^ q0) + _ctpop(inline[2 * p + 1] ^ q1)
             else:
                 d = 0
                 for w in range(IW):
-                    d += _ctpop(inline[p * IW + w] ^ Q[j, w])
+                    d += _ctpop(inline[p * IW + w] ^ q[w])
             if d <= radius:
                 ncand[j] += 1
                 if ncand[j] > max_cand:
                     skip[j] = True  # a scan answers it (``_mih_one``'s rule)
                     break
+                if t > 0 and _earlier_in_prefix(inline, IW, p, q, t, meta, rad, xs):
+                    continue  # an earlier table reports it: no need to fetch its code
                 cq[nc] = j
                 cr[nc] = rows[p]
                 ct[nc] = t
@@ -177,8 +195,11 @@ def mih_sweep(
        A query is left to a scan once the bucket rows it has read pass ``max_rows`` or
        its candidates pass ``max_cand``: the same queries ``mih_batch`` leaves (it adds
        up the rows first), after at most that much work on each.
-    3. Candidates grouped by query (stable), then ``_mih_one``'s phase C: full distance,
-       tombstone, and a hit reported only by the first table able to find it.
+    3. The candidates, a buffer (``_CAND_BUF``) at a time, through ``_mih_one``'s phase C
+       (``_verify``): full distance, tombstone, and a hit reported only by the first table
+       able to find it. Only hits are kept, then grouped by query. (Holding every
+       candidate until the end cost a clustered batch 36% more time than ``mih_batch``:
+       674 vs 495 us per query at 1M.)
     """
     nq = Q.shape[0]
     m = meta.shape[0]
@@ -207,11 +228,11 @@ def mih_sweep(
         _sort_by_key(pk[s0:p], pq[s0:p], meta[t, M_LEN], tk, tq)
     skip = np.zeros(nq, np.bool_)
     ncand = np.zeros(nq, np.int64)
-    cap = 4 * nq + 1024
-    cq = np.empty(cap, np.int32)
-    cr = np.empty(cap, np.uint32)
-    ct = np.empty(cap, np.int32)
-    nc = 0
+    cq, cr, ct = _buffers(_CAND_BUF)
+    hq, hr, hd = _buffers(max(64, nq // 4))
+    nh = 0
+    x = np.empty(W, np.uint64)
+    xs = np.empty(IW, np.uint64)
     for t in range(m):
         if rad[t] < 0:
             continue
@@ -219,50 +240,117 @@ def mih_sweep(
         while i < tstart[t + 1]:
             nc, i = _sweep_table(
                 Q, radius, t, meta, offsets, rows, inline, IW, pk, pq, i, tstart[t + 1],
-                skip, rows_of, max_rows, ncand, max_cand, cq, cr, ct, nc,
+                skip, rows_of, max_rows, ncand, max_cand, cq, cr, ct, 0, rad, xs,
             )  # fmt: skip
-            if i < tstart[t + 1]:  # full: grow (outside the row loop) and resume
+            if nc == 0 and i < tstart[t + 1]:  # one bucket larger than the buffer
                 k = meta[t, M_OFF] + np.int64(pk[i])
-                cap = 2 * cap + int(offsets[k + 1]) - int(offsets[k])
-                cq2 = np.empty(cap, np.int32)
-                cr2 = np.empty(cap, np.uint32)
-                ct2 = np.empty(cap, np.int32)
-                cq2[:nc] = cq[:nc]
-                cr2[:nc] = cr[:nc]
-                ct2[:nc] = ct[:nc]
-                cq, cr, ct = cq2, cr2, ct2
-    # group the candidates by query, keeping their order (stable counting sort)
-    first = np.zeros(nq + 1, np.int64)
-    for i in range(nc):
-        first[cq[i] + 1] += 1
-    for j in range(nq):
-        first[j + 1] += first[j]
-    fill = first[:-1].copy()
-    grow = np.empty(nc, np.uint32)
-    gtab = np.empty(nc, np.int32)
-    for i in range(nc):
-        j = cq[i]
-        grow[fill[j]] = cr[i]
-        gtab[fill[j]] = ct[i]
-        fill[j] += 1
+                size = 2 * (int(offsets[k + 1]) - int(offsets[k]))
+                cq, cr, ct = (
+                    np.empty(size, np.int32),
+                    np.empty(size, np.uint32),
+                    np.empty(size, np.int32),
+                )
+                continue
+            while nh + nc > hq.shape[0]:  # room for every candidate to be a hit
+                hq, hr, hd = _grown(hq, hr, hd, nh)
+            nh = _verify(c, W, dead, Q, radius, meta, rad, x, cq, cr, ct, nc, hq, hr, hd, nh)
+    # group the hits by query (stable counting sort); a query left to a scan drops its own
     lims = np.zeros(nq + 1, np.int64)
-    out_ids = np.empty(nc, np.int64)
-    out_d = np.empty(nc, np.int32)
-    x = np.empty(W, np.uint64)
-    cnt = 0
+    for i in range(nh):
+        if not skip[hq[i]]:
+            lims[hq[i] + 1] += 1
     for j in range(nq):
+        lims[j + 1] += lims[j]
+    fill = lims[:-1].copy()
+    out_ids = np.empty(lims[nq], np.int64)
+    out_d = np.empty(lims[nq], np.int32)
+    for i in range(nh):
+        j = hq[i]
         if not skip[j]:
-            e = first[j + 1]
-            for i in range(first[j], e):
-                if (i - first[j]) % _PF == 0:
-                    for i2 in range(i, min(i + _PF, e)):
-                        _prefetch(c, np.int64(grow[i2]) * W)
-                row = np.int64(grow[i])
-                d = verified_distance(c, W, dead, Q[j], radius, meta, rad, x, row, gtab[i])
-                if d < 0:
-                    continue
-                out_ids[cnt] = ids[row]
-                out_d[cnt] = d
-                cnt += 1
-        lims[j + 1] = cnt
-    return lims, out_ids[:cnt].copy(), out_d[:cnt].copy(), skip
+            out_ids[fill[j]] = ids[np.int64(hr[i])]
+            out_d[fill[j]] = hd[i]
+            fill[j] += 1
+    return lims, out_ids, out_d, skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _earlier_in_prefix(
+    inline: np.ndarray,
+    IW: int,
+    p: int,
+    q: np.ndarray,
+    t: int,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    xs: np.ndarray,
+) -> bool:
+    """Whether a probed table before ``t`` whose substring lies inside the inline prefix
+    finds row ``p`` too (substring within its radius): then ``verified_distance`` would
+    drop the row as that table's, so it can be dropped on the prefix alone. ``xs``: IW
+    words of scratch."""
+    for w in range(IW):
+        xs[w] = inline[p * IW + w] ^ q[w]
+    for t2 in range(t):
+        start, length = meta[t2, M_START], meta[t2, M_LEN]
+        if (
+            rad[t2] >= 0
+            and start + length <= 64 * IW
+            and _ctpop(_extract(xs, 0, start, length)) <= rad[t2]
+        ):
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _verify(
+    c: np.ndarray,
+    W: int,
+    dead: np.ndarray,
+    Q: np.ndarray,
+    radius: int,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    x: np.ndarray,
+    cq: np.ndarray,
+    cr: np.ndarray,
+    ct: np.ndarray,
+    nc: int,
+    hq: np.ndarray,
+    hr: np.ndarray,
+    hd: np.ndarray,
+    nh: int,
+) -> int:
+    """Phase C on the buffered candidates ``cq/cr/ct[:nc]`` (their codes prefetched
+    ``_PF`` ahead): append each hit as (query, row, distance) to ``hq/hr/hd`` (room for
+    all ``nc`` is the caller's); returns the new count."""
+    for i in range(nc):
+        if i % _PF == 0:
+            for i2 in range(i, min(i + _PF, nc)):
+                _prefetch(c, np.int64(cr[i2]) * W)
+        j = cq[i]
+        row = np.int64(cr[i])
+        d = verified_distance(c, W, dead, Q[j], radius, meta, rad, x, row, ct[i])
+        if d >= 0:
+            hq[nh] = j
+            hr[nh] = cr[i]
+            hd[nh] = d
+            nh += 1
+    return nh
+
+
+@njit(cache=True, nogil=True)
+def _buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query int32, row uint32, table or distance int32) buffers of ``size`` entries."""
+    return np.empty(size, np.int32), np.empty(size, np.uint32), np.empty(size, np.int32)
+
+
+@njit(cache=True, nogil=True)
+def _grown(
+    hq: np.ndarray, hr: np.ndarray, hd: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hit buffers at twice the size, their first ``n`` entries kept."""
+    q2, r2, d2 = _buffers(2 * hq.shape[0])
+    q2[:n] = hq[:n]
+    r2[:n] = hr[:n]
+    d2[:n] = hd[:n]
+    return q2, r2, d2

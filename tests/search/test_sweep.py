@@ -72,14 +72,31 @@ def test_sweep_is_exact_on_planted_boundaries(
 def test_sweep_is_exact_in_dense_clusters_with_many_candidates(
     small_sweeps: list[int], rng: np.random.Generator
 ) -> None:
-    """Near-duplicate clusters pass many rows through the prefix filter: more than the
-    sweep's first candidate buffer (4 per query + 1,024), so it grows and resumes."""
+    """Near-duplicate clusters pass many rows through the prefix filter: the candidate
+    buffer fills and is verified many times over, and the hits outgrow their first
+    buffer (a quarter per query)."""
     codes = clustered_codes(8000, 256, rng, centres=20, lo=4, hi=24)
     ids = np.arange(len(codes), dtype=np.int64) * 3
     qs = np.array([flip(codes[i], 3, rng) for i in range(0, 8000, 50)], np.uint8)
     idx = _index(codes, ids, strategy="mih")
     hits = _check(idx, codes, ids, qs, 31)
     assert hits > 4 * len(qs) + 1024
+    assert small_sweeps == [len(qs)]
+
+
+def test_a_bucket_larger_than_the_candidate_buffer(
+    small_sweeps: list[int], rng: np.random.Generator
+) -> None:
+    """20,000 identical codes fill one bucket of every table, more than the sweep's
+    candidate buffer holds (``_CAND_BUF``): it is enlarged for that bucket, and every copy
+    is found once."""
+    assert sweep._CAND_BUF < 20000
+    same = np.repeat(uniform_codes(1, 256, rng), 20000, axis=0)
+    codes = np.concatenate([same, uniform_codes(3000, 256, rng)])
+    ids = np.arange(len(codes), dtype=np.int64)
+    idx = _index(codes, ids, strategy="mih")
+    qs = np.concatenate([np.array([flip(same[0], 2, rng)]), uniform_codes(70, 256, rng)])
+    assert _check(idx, codes, ids, qs, 31) >= 20000
     assert small_sweeps == [len(qs)]
 
 
