@@ -524,7 +524,9 @@ class BinaryIndex:
             if self.strategy == "mih":
                 max_cand = max_rows = np.iinfo(np.int64).max  # forced: always verify (tests)
             c = m.codes.reshape(-1)
-            if sweep.eligible(t.meta, p.rad, t.iw, len(Q)):
+            if sweep.eligible(t.meta, p.rad, t.iw, len(Q)) and not sweep.looks_dense(
+                Q, m.n, t.meta, p.rad, t.offsets, t.keys, p.masks, p.mask_off
+            ):
                 lims, rids, rd, scan = sweep.mih_sweep(
                     c, self.words, m.ids, m.dead, Q, radius, t.meta, p.rad, t.offsets,
                     t.rows, t.inline, t.iw, p.masks, p.mask_off, max_cand, max_rows,

@@ -574,40 +574,6 @@ def _stage(
     return total
 
 
-@njit(cache=True, nogil=True, inline="always")
-def verified_distance(
-    c: np.ndarray,
-    W: int,
-    dead: np.ndarray,
-    q: np.ndarray,
-    radius: int,
-    meta: np.ndarray,
-    rad: np.ndarray,
-    x: np.ndarray,
-    row: np.int64,
-    t: int,
-) -> int:
-    """Phase C for one candidate ``row`` found by table ``t``: its full distance, or -1 when
-    it is beyond ``radius``, removed, or findable by an earlier probed table (substring
-    distance within that table's radius), which reports it instead: exact dedupe without a
-    visited set. ``x`` is W words of scratch."""
-    b0 = row * W
-    d = 0
-    for w in range(W):
-        d += _ctpop(c[b0 + w] ^ q[w])
-    if d > radius or dead[row]:
-        return -1
-    if t > 0:
-        for w in range(W):
-            x[w] = c[b0 + w] ^ q[w]
-        for t2 in range(t):
-            if rad[t2] >= 0:
-                s2 = _extract(x, 0, meta[t2, M_START], meta[t2, M_LEN])
-                if _ctpop(s2) <= rad[t2]:
-                    return -1
-    return d
-
-
 #: What a batch's query prefetches for the queries after it while it is gathered
 #: (``_gather_inline``): the next query's bucket bounds ``plo``/``phi`` and whether to
 #: prefetch its buckets; the query after it, whether to prefetch the bucket offsets it
@@ -708,8 +674,24 @@ def _mih_one(
             for k2 in range(k, min(k + _PF, total)):
                 _prefetch(c, np.int64(cand[k2]) * W)
         row = np.int64(cand[k])
-        d = verified_distance(c, W, dead, q, radius, meta, rad, x, row, ctab[k])
-        if d < 0:
+        b0 = row * W
+        d = 0
+        for w in range(W):
+            d += _ctpop(c[b0 + w] ^ q[w])
+        if d > radius or dead[row]:
+            continue
+        t = ctab[k]
+        dup = False
+        if t > 0:
+            for w in range(W):
+                x[w] = c[b0 + w] ^ q[w]
+            for t2 in range(t):
+                if rad[t2] >= 0:
+                    s2 = _extract(x, 0, meta[t2, M_START], meta[t2, M_LEN])
+                    if _ctpop(s2) <= rad[t2]:
+                        dup = True
+                        break
+        if dup:
             continue
         cand[h] = np.uint32(row)
         ctab[h] = d

@@ -42,7 +42,6 @@ from .kernels import (
     _extract,
     _prefetch,
     _prefetch_bucket,
-    verified_distance,
 )
 
 #: Sorted probes prefetched ahead of the one being read.
@@ -59,6 +58,50 @@ def eligible(meta: np.ndarray, rad: np.ndarray, iw: int, nq: int) -> bool:
         return False
     used = rad >= 0
     return bool(used.any() and (meta[used, M_DIRECT] == 1).all())
+
+
+#: A batch whose sampled queries read more than this many times the bucket rows uniform
+#: codes would is searched query by query instead (``looks_dense``).
+DENSE_ROWS_FACTOR = 1.5
+#: Queries sampled for it.
+_DENSE_SAMPLE = 32
+
+
+def looks_dense(
+    Q: np.ndarray,
+    n: int,
+    meta: np.ndarray,
+    rad: np.ndarray,
+    offsets: np.ndarray,
+    keys: np.ndarray,
+    masks: np.ndarray,
+    mask_off: np.ndarray,
+) -> bool:
+    """Whether the batch's queries sit in near-duplicate clusters of the ``n`` indexed
+    codes: a sample of them reads over ``DENSE_ROWS_FACTOR`` times the bucket rows that
+    uniform codes would (``kernels._bounds``; ~0.3 us per query of the batch).
+
+    Why: there nearly every bucket row is a candidate (~10,000 per query at 1M in the
+    search bench's clustered set, 2.4x the rows of uniform codes), and verifying them
+    wants a query's candidates together, as ``mih_batch`` has them; the sweep visits them
+    table by table and was 1.6-1.9x slower on that set (415-466 vs 217-284 us per query),
+    while 1.25x faster on uniform codes (25-32 vs 31-43 us).
+    """
+    from .kernels import _bounds
+
+    used = rad >= 0
+    expected = sum(
+        float(mask_off[t + 1] - mask_off[t]) * n / 2.0 ** int(meta[t, M_LEN])
+        for t in np.flatnonzero(used)
+    )
+    plo = np.empty(int(mask_off[-1]), np.uint32)
+    phi = np.empty_like(plo)
+    step = max(1, len(Q) // _DENSE_SAMPLE)
+    sample = range(0, len(Q), step)
+    rows = sum(
+        int(_bounds(Q[j], meta, rad, offsets, keys, masks, mask_off, plo, phi)) for j in sample
+    )
+    return rows > DENSE_ROWS_FACTOR * expected * len(sample)
 
 
 @njit(cache=True, nogil=True)
@@ -320,21 +363,46 @@ def _verify(
     hd: np.ndarray,
     nh: int,
 ) -> int:
-    """Phase C on the buffered candidates ``cq/cr/ct[:nc]`` (their codes prefetched
-    ``_PF`` ahead): append each hit as (query, row, distance) to ``hq/hr/hd`` (room for
-    all ``nc`` is the caller's); returns the new count."""
+    """``kernels._mih_one``'s phase C on the buffered candidates ``cq/cr/ct[:nc]`` (their
+    codes prefetched ``_PF`` ahead): the full distance, the tombstone, and a hit reported
+    only by the first table able to find it; each hit appended as (query, row, distance)
+    to ``hq/hr/hd`` (room for all ``nc`` is the caller's). Returns the new count.
+
+    The same lines as ``_mih_one``'s, on purpose not a helper both call: through a shared
+    njit function (inlined or not) phase C ran 2-4x slower (10M pHash rows layout, r=10,
+    interleaved: 1,284 vs 687 us per batched query), and here a clustered 1M batch 2.3x
+    slower (612 vs 262 us per query).
+    """
     for i in range(nc):
         if i % _PF == 0:
             for i2 in range(i, min(i + _PF, nc)):
                 _prefetch(c, np.int64(cr[i2]) * W)
         j = cq[i]
+        q = Q[j]
         row = np.int64(cr[i])
-        d = verified_distance(c, W, dead, Q[j], radius, meta, rad, x, row, ct[i])
-        if d >= 0:
-            hq[nh] = j
-            hr[nh] = cr[i]
-            hd[nh] = d
-            nh += 1
+        b0 = row * W
+        d = 0
+        for w in range(W):
+            d += _ctpop(c[b0 + w] ^ q[w])
+        if d > radius or dead[row]:
+            continue
+        t = ct[i]
+        dup = False
+        if t > 0:
+            for w in range(W):
+                x[w] = c[b0 + w] ^ q[w]
+            for t2 in range(t):
+                if rad[t2] >= 0:
+                    s2 = _extract(x, 0, meta[t2, M_START], meta[t2, M_LEN])
+                    if _ctpop(s2) <= rad[t2]:
+                        dup = True
+                        break
+        if dup:
+            continue
+        hq[nh] = j
+        hr[nh] = cr[i]
+        hd[nh] = d
+        nh += 1
     return nh
 
 

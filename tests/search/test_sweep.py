@@ -17,10 +17,12 @@ from hashsvc.search import kernels as K
 
 @pytest.fixture
 def small_sweeps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Inline tables for test-sized segments, sweeps from 64 queries, and a record of the
-    batch size of every sweep the index runs."""
+    """Inline tables for test-sized segments, sweeps from 64 queries even inside dense
+    clusters (those are what the exactness tests want), and a record of the batch size of
+    every sweep the index runs."""
     monkeypatch.setattr(index_mod, "INLINE_MIN_ROWS", {256: 0, 64: 0}, raising=False)
     monkeypatch.setattr(mih, "SWEEP_MIN_QUERIES", 64)
+    monkeypatch.setattr(sweep, "DENSE_ROWS_FACTOR", float("inf"))
     calls: list[int] = []
     real = sweep.mih_sweep
 
@@ -189,3 +191,29 @@ def test_the_real_threshold_sweeps_a_thousand_queries(
     assert sweep.eligible(idx._state.main.tables.meta, idx._state.main.tables.plan(31).rad,
                           2, len(qs))  # fmt: skip
     assert _check(idx, codes, ids, qs, 31) >= len(qs)
+
+
+def test_batches_inside_dense_clusters_go_query_by_query(
+    small_sweeps: list[int], monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    """``looks_dense``: queries among near-duplicate clusters read several times the
+    bucket rows of uniform codes, and such a batch is left to ``mih_batch``; a uniform
+    batch on the same index still sweeps. Both answers are the oracle's."""
+    monkeypatch.setattr(sweep, "DENSE_ROWS_FACTOR", 1.5)
+    codes = np.concatenate(
+        [clustered_codes(6000, 256, rng, centres=10, lo=4, hi=16), uniform_codes(6000, 256, rng)]
+    )
+    ids = np.arange(len(codes), dtype=np.int64)
+    idx = _index(codes, ids, strategy="mih")
+    dense = np.array([flip(codes[i], 3, rng) for i in range(0, 6000, 60)], np.uint8)
+    spread = uniform_codes(100, 256, rng)
+    t = idx._state.main.tables
+    assert t is not None
+    p = t.plan(31)
+    args = (idx._state.main.n, t.meta, p.rad, t.offsets, t.keys, p.masks, p.mask_off)
+    assert sweep.looks_dense(idx._check_codes(dense), *args)
+    assert not sweep.looks_dense(idx._check_codes(spread), *args)
+    assert _check(idx, codes, ids, dense, 31) > len(dense)
+    assert small_sweeps == []
+    _check(idx, codes, ids, spread, 31)
+    assert small_sweeps == [len(spread)]
