@@ -150,14 +150,13 @@ def _sweep_table(
     cq: np.ndarray,
     cr: np.ndarray,
     ct: np.ndarray,
-    nc: int,
     rad: np.ndarray,
     xs: np.ndarray,
 ) -> tuple[int, int]:
-    """Read table ``t``'s buckets at the sorted probes ``start:stop``; append the rows whose
-    prefix is within ``radius`` as (query, row, table) to ``cq/cr/ct``, counting each
-    query's rows and candidates against ``max_rows``/``max_cand``. Returns the new
-    count and where it stopped: before ``stop`` only when the buffers are full (the caller
+    """Read table ``t``'s buckets at the sorted probes ``start:stop``; put the rows whose
+    prefix is within ``radius`` as (query, row, table) in ``cq/cr/ct``, counting each
+    query's rows and candidates against ``max_rows``/``max_cand``. Returns how many it
+    put there and where it stopped: before ``stop`` only when the buffers are full (the caller
     verifies them and resumes; growing here would cost reference counting on every row).
 
     A row that an earlier table also finds is dropped here when the prefix decides it
@@ -168,6 +167,7 @@ def _sweep_table(
     obase = meta[t, M_OFF]
     rbase = meta[t, M_ROWS]
     cap = cq.shape[0]
+    nc = 0
     for i in range(start, stop):
         ia = i + _SWEEP_AHEAD
         if ia < stop:
@@ -283,16 +283,12 @@ def mih_sweep(
         while i < tstart[t + 1]:
             nc, i = _sweep_table(
                 Q, radius, t, meta, offsets, rows, inline, IW, pk, pq, i, tstart[t + 1],
-                skip, rows_of, max_rows, ncand, max_cand, cq, cr, ct, 0, rad, xs,
+                skip, rows_of, max_rows, ncand, max_cand, cq, cr, ct, rad, xs,
             )  # fmt: skip
             if nc == 0 and i < tstart[t + 1]:  # one bucket larger than the buffer
                 k = meta[t, M_OFF] + np.int64(pk[i])
                 size = 2 * (int(offsets[k + 1]) - int(offsets[k]))
-                cq, cr, ct = (
-                    np.empty(size, np.int32),
-                    np.empty(size, np.uint32),
-                    np.empty(size, np.int32),
-                )
+                cq, cr, ct = _buffers(size)
                 continue
             while nh + nc > hq.shape[0]:  # room for every candidate to be a hit
                 hq, hr, hd = _grown(hq, hr, hd, nh)
@@ -328,7 +324,7 @@ def _earlier_in_prefix(
     xs: np.ndarray,
 ) -> bool:
     """Whether a probed table before ``t`` whose substring lies inside the inline prefix
-    finds row ``p`` too (substring within its radius): then ``verified_distance`` would
+    finds row ``p`` too (substring within its radius): then ``_verify`` would
     drop the row as that table's, so it can be dropped on the prefix alone. ``xs``: IW
     words of scratch."""
     for w in range(IW):
