@@ -153,11 +153,7 @@ def _pdq_codes(hexes: list[str]) -> np.ndarray:
 
 def _plain_item_json(item: schemas.PlainPdqItem) -> dict[str, Any]:
     """What a report keeps of a plain PDQ item: `_query_json` of the same item."""
-    out: dict[str, Any] = {"pdq": item["pdq"].lower()}
-    quality = item.get("pdq_quality")
-    if quality is not None:
-        out["pdq_quality"] = quality
-    return out
+    return _kept_fields(dict(item))
 
 
 def _json(value: Any) -> bytes:
@@ -193,20 +189,17 @@ def _match_batch(
     Items that are a PDQ hash alone (the usual bulk lookup) go column-wise; the rest
     through `match_many` as built objects."""
     out: list[MatchResult | None] = [None] * len(queries)
-    pdq_only = [
-        i
-        for i, q in enumerate(queries)
-        if q.pdq is not None and q.phash is None and q.md5 is None and q.sha256 is None
-        and q.vpdq is None
-    ]  # fmt: skip
+    pdq_only: list[int] = []
+    rest: list[int] = []
+    for i, q in enumerate(queries):
+        alone = q.phash is None and q.md5 is None and q.sha256 is None and q.vpdq is None
+        (pdq_only if q.pdq is not None and alone else rest).append(i)
     if pdq_only:
         codes = _pdq_codes([queries[i].pdq or "" for i in pdq_only])
         quality = [queries[i].pdq_quality for i in pdq_only]
         for i, r in zip(pdq_only, matcher.match_pdq_codes(codes, quality), strict=True):
             out[i] = r
-    if len(pdq_only) < len(queries):
-        plain = set(pdq_only)
-        rest = [i for i in range(len(queries)) if i not in plain]
+    if rest:
         for i, r in zip(rest, matcher.match_many([_media_hashes(queries[i]) for i in rest]),
                         strict=True):  # fmt: skip
             out[i] = r
@@ -229,7 +222,7 @@ async def _record(
     verdict."""
     rid = request_id()
     counts: dict[Verdict, int] = {}
-    matched: list[int] = []
+    matched: list[tuple[int, MatchResult]] = []
     plain = 0
     for i, r in enumerate(results):
         if r is None:
@@ -237,7 +230,7 @@ async def _record(
             continue
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
         if r.verdict is not Verdict.ALLOW:
-            matched.append(i)
+            matched.append((i, r))
     if plain:
         counts[Verdict.ALLOW] = counts.get(Verdict.ALLOW, 0) + plain
     allows = counts.get(Verdict.ALLOW, 0)
@@ -245,18 +238,17 @@ async def _record(
     if matched:
         records = services.records
         assert records is not None
-        found = [r for r in (results[i] for i in matched) if r is not None]
-        new = [reports.NewReport(r, kept(i), source) for i, r in zip(matched, found, strict=True)]
+        new = [reports.NewReport(r, kept(i), source) for i, r in matched]
         created = await anyio.to_thread.run_sync(
             lambda: reports.create_reports(
                 records, new, key_id=key.id, request_id=rid, action=action
             )
         )
-        for i, report_id in zip(matched, created, strict=True):
+        for (i, _), report_id in zip(matched, created, strict=True):
             ids[i] = report_id
         services.metrics.reports.inc(len(created))
         if services.webhook is not None:
-            for r, report_id in zip(found, created, strict=True):
+            for (_, r), report_id in zip(matched, created, strict=True):
                 services.webhook.notify(
                     {
                         "event": "report.created",
@@ -332,7 +324,9 @@ def _checked_hex(signal: SignalType, text: str | None) -> Hash | None:
 
 
 def _query_json(q: schemas.HashQuery) -> dict[str, Any]:
-    return {
-        k: (v.lower() if isinstance(v, str) else v)
-        for k, v in q.model_dump(exclude_none=True).items()
-    }
+    return _kept_fields(q.model_dump(exclude_none=True))
+
+
+def _kept_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A query's given fields as a report keeps them: hex in lower case, no nulls."""
+    return {k: (v.lower() if isinstance(v, str) else v) for k, v in fields.items() if v is not None}
