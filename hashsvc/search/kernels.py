@@ -167,29 +167,34 @@ def flat_scan(
     q0 = q[0]
     for s in range(0, n, _BLOCK):
         e = min(s + _BLOCK, n)
+        # the block as a slice indexed from 0: with ``range(s, e)`` numba cannot prove the
+        # index non-negative, keeps its negative-index wraparound on every load and the
+        # loop ran 3-6x slower (1M pHash: 2.3 vs 0.35-0.7 ms, Xeon Ice Lake)
+        cb = c[s * W : e * W]
+        db = dist[: e - s]
         hit = 0
         if W == 1:
-            for i in range(s, e):
-                hit += np.int64(_ctpop(c[i] ^ q0) <= radius)
+            for k in range(cb.shape[0]):
+                hit += np.int64(_ctpop(cb[k] ^ q0) <= radius)
         else:  # W == 4 (the index only supports 64- and 256-bit codes)
             q1, q2, q3 = q[1], q[2], q[3]
-            for i in range(s, e):
-                b = 4 * i
+            for k in range(db.shape[0]):
+                b = 4 * k
                 d = (
-                    _ctpop(c[b] ^ q0)
-                    + _ctpop(c[b + 1] ^ q1)
-                    + _ctpop(c[b + 2] ^ q2)
-                    + _ctpop(c[b + 3] ^ q3)
+                    _ctpop(cb[b] ^ q0)
+                    + _ctpop(cb[b + 1] ^ q1)
+                    + _ctpop(cb[b + 2] ^ q2)
+                    + _ctpop(cb[b + 3] ^ q3)
                 )
-                dist[i - s] = d
+                db[k] = d
                 hit += np.int64(d <= radius)
         if hit == 0:
             continue
         nb = 0
-        for i in range(s, e):
-            d = _ctpop(c[i] ^ q0) if W == 1 else dist[i - s]
-            if d <= radius and not dead[i]:
-                bi[nb] = ids[i]
+        for k in range(db.shape[0]):
+            d = _ctpop(cb[k] ^ q0) if W == 1 else db[k]
+            if d <= radius and not dead[s + k]:
+                bi[nb] = ids[s + k]
                 bd[nb] = d
                 nb += 1
         if nb:
