@@ -115,9 +115,9 @@ class Matcher:
         self.store = store
         self.indexes = indexes
         self.settings = settings
-        # (index version, radii): lists change only through the change log, which moves
-        # the version, so the lists are read once per refresh instead of per match
-        self._radii_cache: tuple[int, dict[SignalType, int]] | None = None
+        # (index version, radii, corroborable): lists change only through the change log,
+        # which moves the version, so the lists are read once per refresh, not per match
+        self._lists_cache: tuple[int, dict[SignalType, int], bool] | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Matcher:
@@ -423,6 +423,9 @@ class Matcher:
         if not items:
             return []
         radii = accept = self._radii()  # accept: no list takes a hit beyond this
+        # corroboration needs a pHash entry with a PDQ sibling: where no list holds one,
+        # its wide pHash search (a scan of every pHash code) would find nothing to use
+        corroborate = corroborate and self._corroborable()
         if corroborate:  # pHash hits up to the corroboration bound, for `_corroborated`
             wide = max(radii[SignalType.PHASH], self.settings.corroborate_phash)
             radii = {**radii, SignalType.PHASH: wide}
@@ -559,17 +562,26 @@ class Matcher:
     def _radii(self) -> dict[SignalType, int]:
         """Search radius per perceptual signal: the largest threshold of any list (each
         hit is then held to its own list's threshold)."""
+        return self._lists_state()[1]
+
+    def _corroborable(self) -> bool:
+        """Whether some list holds items with both a PDQ and a pHash entry
+        (`Store.corroborable_lists`): without one, corroboration cannot add a match."""
+        return self._lists_state()[2]
+
+    def _lists_state(self) -> tuple[int, dict[SignalType, int], bool]:
         version = self.indexes.version
-        cached = self._radii_cache
+        cached = self._lists_cache
         if cached is not None and cached[0] == version:
-            return cached[1]
+            return cached
         lists = self.store.lists()
         radii = {
             s: max((lst.threshold(s) for lst in lists), default=0)
             for s in (SignalType.PDQ, SignalType.PHASH)
         }
-        self._radii_cache = (version, radii)
-        return radii
+        # read after the version: a pair added since then only keeps the search on
+        self._lists_cache = (version, radii, bool(self.store.corroborable_lists()))
+        return self._lists_cache
 
     def _within_thresholds(
         self, hits: dict[int, list[Hit]], lists: Collection[str] | None

@@ -202,6 +202,12 @@ MIGRATIONS: list[str] = [
     DELETE FROM entry_variants WHERE id IN (SELECT id FROM over_cap);
     DROP TABLE over_cap;
     """,
+    # 6: which lists hold items with both a PDQ and a pHash entry (`corroborable_lists`),
+    # answered by two index seeks per list instead of a walk over the list's entries
+    """
+    CREATE INDEX IF NOT EXISTS entries_external_by_signal ON entries(signal_type, list_id)
+        WHERE external_id <> '';
+    """,
 ]
 
 LIST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -805,6 +811,24 @@ class Store:
                 (entry_id,),
             ).fetchall()
         return [Frame(r[0], r[1], Hash(SignalType.PDQ, r[2]), r[3]) for r in rows]
+
+    def corroborable_lists(self) -> list[int]:
+        """Ids of the lists holding both a PDQ and a pHash entry with an external id.
+
+        Why: only there can a pHash hit have a PDQ sibling (`pdq_siblings`), so where no
+        list qualifies the matcher skips corroboration's wide pHash search (a scan of every
+        pHash code: 0.5-0.9 ms per upload at 1M) and its sibling lookup. Liveness is not
+        checked: a disabled pair still counts, which only keeps the search on."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT l.id FROM lists l WHERE"
+                " EXISTS (SELECT 1 FROM entries e WHERE e.signal_type = 'pdq'"
+                "         AND e.list_id = l.id AND e.external_id <> '')"
+                " AND EXISTS (SELECT 1 FROM entries e WHERE e.signal_type = 'phash'"
+                "             AND e.list_id = l.id AND e.external_id <> '')"
+                " ORDER BY l.id"
+            ).fetchall()
+        return [int(r[0]) for r in rows]
 
     def pdq_siblings(self, entry_ids: Iterable[int]) -> dict[int, list[tuple[int, bytes]]]:
         """For each given entry, the live PDQ entries of the same list with the same

@@ -184,3 +184,83 @@ def test_an_unconfirmed_variant_match_is_dropped(setup: tuple[Settings, Hash, Ha
         assert any("not confirmed" in n for n in after.notes)
     finally:
         matcher.close()
+
+
+def test_corroborable_lists_need_both_signals_with_an_external_id(tmp_path: Path) -> None:
+    """Only a list holding a PDQ and a pHash entry that carry external ids can give a
+    pHash hit a PDQ sibling; a disabled pair still counts (liveness is read per match)."""
+    rng = np.random.default_rng(5)
+
+    def rand(signal: SignalType) -> Hash:
+        return Hash(signal, rng.integers(0, 256, signal.bits // 8, np.uint8).tobytes())
+
+    with Store.open(tmp_path / "h.db") as store:
+        for name in ("bare", "pdq_ids", "mixed", "paired"):
+            store.create_list(name, "block")
+        PDQ, PHASH = SignalType.PDQ, SignalType.PHASH
+        rows = {
+            "bare": [ListEntry(hash=rand(PDQ)), ListEntry(hash=rand(PHASH))],
+            "pdq_ids": [ListEntry(hash=rand(PDQ), external_id="a"), ListEntry(hash=rand(PHASH))],
+            "mixed": [ListEntry(hash=rand(PHASH), external_id="b")],
+            "paired": [ListEntry(hash=rand(PDQ), external_id="c"),
+                       ListEntry(hash=rand(PHASH), external_id="c")],
+        }  # fmt: skip
+        for name, entries in rows.items():
+            store.import_entries(name, entries, source_name="t", file_sha256="")
+        by_name = {lst.name: lst.id for lst in store.lists()}
+        assert store.corroborable_lists() == [by_name["paired"]]
+        # a PDQ with an id in `mixed` (whose pHash has one) makes it qualify
+        store.import_entries(
+            "mixed", [ListEntry(hash=rand(PDQ), external_id="z")], source_name="t",
+            file_sha256="",
+        )  # fmt: skip
+        assert store.corroborable_lists() == sorted([by_name["paired"], by_name["mixed"]])
+        for e in store.entries("paired"):
+            store.set_enabled(e.id, False)
+        assert by_name["paired"] in store.corroborable_lists()
+
+
+def test_without_pairs_the_wide_phash_search_is_skipped_until_one_arrives(
+    tmp_path: Path,
+) -> None:
+    """With no list holding a PDQ/pHash pair, pHash is searched at the lists' own
+    radius, not corroboration's; once an enrolled item arrives (a version change), the
+    same query corroborates again, with nothing else reopened."""
+    settings = Settings(data_dir=tmp_path)
+    data = BRIDGE.read_bytes()
+    with Store.open(settings.db_path) as store:
+        store.create_list("bank", "block")
+        enroll(store, "bank", [("b", data)])
+        enrolled = {e.hash.signal: e.hash for e in store.entries("bank")}
+        store.create_list("bare", "block", phash_threshold=4)
+        store.import_entries(
+            "bare", [ListEntry(hash=enrolled[SignalType.PDQ]),
+                     ListEntry(hash=enrolled[SignalType.PHASH])],
+            source_name="t", file_sha256="",
+        )  # fmt: skip
+        store.delete_list("bank")
+    query = _query(enrolled[SignalType.PDQ], enrolled[SignalType.PHASH], 40, 8)
+    matcher = Matcher.open(settings)
+    radii: list[int] = []
+    search = matcher.indexes.search
+
+    def spy(q: Hash, radius: int):  # type: ignore[no-untyped-def]
+        if q.signal is SignalType.PHASH:
+            radii.append(radius)
+        return search(q, radius)
+
+    matcher.indexes.search = spy  # type: ignore[method-assign]
+    try:
+        assert matcher.match(query, corroborate=True).matches == ()
+        assert radii == [4]  # `bare`'s pHash threshold, not corroborate_phash (16)
+        with Store.open(settings.db_path) as store:
+            store.create_list("bank2", "block")
+            enroll(store, "bank2", [("b", data)])
+        matcher.indexes.refresh()
+        got = matcher.match(query, corroborate=True).matches
+        assert [(m.list_name, m.variant, m.distance) for m in got] == [
+            ("bank2", CORROBORATED, 40)
+        ]
+        assert radii[-1] == Settings().corroborate_phash
+    finally:
+        matcher.close()
