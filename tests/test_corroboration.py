@@ -258,9 +258,7 @@ def test_without_pairs_the_wide_phash_search_is_skipped_until_one_arrives(
             enroll(store, "bank2", [("b", data)])
         matcher.indexes.refresh()
         got = matcher.match(query, corroborate=True).matches
-        assert [(m.list_name, m.variant, m.distance) for m in got] == [
-            ("bank2", CORROBORATED, 40)
-        ]
+        assert [(m.list_name, m.variant, m.distance) for m in got] == [("bank2", CORROBORATED, 40)]
         assert radii[-1] == Settings().corroborate_phash
     finally:
         matcher.close()
