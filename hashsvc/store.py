@@ -203,10 +203,13 @@ MIGRATIONS: list[str] = [
     DROP TABLE over_cap;
     """,
     # 6: which lists hold items with both a PDQ and a pHash entry (`corroborable_lists`),
-    # answered by two index seeks per list instead of a walk over the list's entries
+    # answered by two index seeks per list instead of a walk over the list's entries.
+    # external_id is its last column so that `pdq_siblings` finds a sibling on all three
+    # columns: with (signal_type, list_id) alone the planner chose it there and read
+    # every PDQ of the list per pHash hit (seconds per upload on 1M enrolled items)
     """
-    CREATE INDEX IF NOT EXISTS entries_external_by_signal ON entries(signal_type, list_id)
-        WHERE external_id <> '';
+    CREATE INDEX IF NOT EXISTS entries_external_by_signal
+        ON entries(signal_type, list_id, external_id) WHERE external_id <> '';
     """,
 ]
 
@@ -225,6 +228,14 @@ _PAGE = 1000
 _CHUNK = 65536
 _UMASK_LOCK = threading.Lock()
 _LIVE = "(e.enabled = 1 OR e.disabled_until <= :now)"  # NULL until: never by itself
+#: `Store.pdq_siblings`: the live PDQ entries sharing a list and an external id with the
+#: given entries (a JSON array of ids in :ids). Named so a test can check its query plan.
+SIBLINGS_SQL = (
+    "SELECT p.id, e.id, e.hash FROM entries p CROSS JOIN entries e"
+    " ON e.list_id = p.list_id AND e.external_id = p.external_id"
+    " WHERE p.id IN (SELECT value FROM json_each(:ids)) AND p.external_id <> ''"
+    f" AND e.external_id <> '' AND e.signal_type = 'pdq' AND e.id <> p.id AND {_LIVE}"
+)
 
 
 class Action(StrEnum):
@@ -838,11 +849,7 @@ class Store:
             # index): left to itself the planner scanned every PDQ entry, 2.5 s at 1M;
             # `e.external_id <> ''` lets it use the partial index
             rows = conn.execute(
-                "SELECT p.id, e.id, e.hash FROM entries p CROSS JOIN entries e"
-                " ON e.list_id = p.list_id AND e.external_id = p.external_id"
-                " WHERE p.id IN (SELECT value FROM json_each(:ids)) AND p.external_id <> ''"
-                f" AND e.external_id <> '' AND e.signal_type = 'pdq' AND e.id <> p.id AND {_LIVE}",
-                {"ids": _ids_json(entry_ids), "now": self._clock()},
+                SIBLINGS_SQL, {"ids": _ids_json(entry_ids), "now": self._clock()}
             ).fetchall()
         out: dict[int, list[tuple[int, bytes]]] = {}
         for owner, sibling, value in rows:
