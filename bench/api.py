@@ -589,7 +589,7 @@ def render(args, results, refs, n_photos: int) -> str:  # type: ignore[no-untype
         "  the server gets a fraction of the 2 cores, so req/s and latency understate what an",
         "  idle box gives; server CPU ms/req does not (but contention inflates it too, by",
         "  cache and frequency effects). Ideal req/s on an idle box ~= 2 cores / CPU per req.",
-        "- (a) is one PDQ lookup per request (1M-entry MIH search ~0.08-0.1 ms on inline",
+        "- (a) is one PDQ lookup per request (1M-entry MIH search ~0.04-0.1 ms on inline",
         "  tables, auth, audit buffer, metrics, access log, JSON): run on the event loop. The",
         "  HTTP floor line is what uvicorn and wrk cost with no work at all. Flat out, p50 is",
         "  32 / req/s (a closed loop); the paced line is the latency at the target's rate.",
