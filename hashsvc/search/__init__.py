@@ -65,3 +65,11 @@ def warmup() -> None:
         idx.add(np.array([1000]), codes[:1])
         idx.search(codes[0], 8)
         idx.search_batch(codes[:4], 8)
+    # the table-major sweep (sweep.py) serves only batches of SWEEP_MIN_QUERIES or more on
+    # inline PDQ tables: without this a fresh install's first 1,000-hash batch compiled it
+    # inside the request (a 5 s stall per worker, seen in bench/api.py's 20:23 run)
+    from . import mih
+
+    idx = BinaryIndex(256, strategy="mih", layout="inline", build_threads=1)
+    idx.add(np.arange(4096), rng.integers(0, 256, size=(4096, 32), dtype=np.uint8))
+    idx.search_batch(rng.integers(0, 256, size=(mih.SWEEP_MIN_QUERIES, 32), dtype=np.uint8), 31)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -49,6 +51,22 @@ def test_concurrent_search_during_mutations(rng: np.random.Generator) -> None:
             t.join()
     assert not errors, errors[:5]
     assert len(idx) == n + 3000 - 15 * 50 - 15 * 20
+
+
+def test_warmup_loads_every_search_kernel_a_request_can_reach() -> None:
+    """In a fresh process (this one may have run them already): after `warmup()` the
+    query-by-query, scan and sweep kernels hold a compiled signature."""
+    code = (
+        "import hashsvc.search as s\n"
+        "from hashsvc.search import kernels, sweep\n"
+        "s.warmup()\n"
+        "print(sorted(k.__name__ for k in (kernels.mih_batch, kernels.flat_batch,"
+        " sweep.mih_sweep) if not k.signatures))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
+    assert out.stdout.strip() == "[]", f"not compiled by warmup(): {out.stdout}"
 
 
 def test_warmup_and_introspection() -> None:
