@@ -206,10 +206,13 @@ MIGRATIONS: list[str] = [
     # answered by two index seeks per list instead of a walk over the list's entries.
     # external_id is its last column so that `pdq_siblings` finds a sibling on all three
     # columns: with (signal_type, list_id) alone the planner chose it there and read
-    # every PDQ of the list per pHash hit (seconds per upload on 1M enrolled items)
+    # every PDQ of the list per pHash hit (seconds per upload on 1M enrolled items). It
+    # replaces migration 4's (list_id, external_id): no query reads that one any more,
+    # and each import of entries with ids would keep updating both
     """
     CREATE INDEX IF NOT EXISTS entries_external_by_signal
         ON entries(signal_type, list_id, external_id) WHERE external_id <> '';
+    DROP INDEX IF EXISTS entries_by_external;
     """,
 ]
 
@@ -230,6 +233,9 @@ _UMASK_LOCK = threading.Lock()
 _LIVE = "(e.enabled = 1 OR e.disabled_until <= :now)"  # NULL until: never by itself
 #: `Store.pdq_siblings`: the live PDQ entries sharing a list and an external id with the
 #: given entries (a JSON array of ids in :ids). Named so a test can check its query plan.
+#: CROSS JOIN fixes the order (the given ids first, then a seek per sibling): left to
+#: itself the planner scanned every PDQ entry, 2.5 s at 1M; `e.external_id <> ''` lets
+#: it use the partial index `entries_external_by_signal` (migration 6)
 SIBLINGS_SQL = (
     "SELECT p.id, e.id, e.hash FROM entries p CROSS JOIN entries e"
     " ON e.list_id = p.list_id AND e.external_id = p.external_id"
@@ -845,9 +851,6 @@ class Store:
         """For each given entry, the live PDQ entries of the same list with the same
         (non-empty) external id: the PDQ of the same media item, as (id, hash bytes)."""
         with self._read() as conn:
-            # CROSS JOIN fixes the order (the given ids first, then the external-id
-            # index): left to itself the planner scanned every PDQ entry, 2.5 s at 1M;
-            # `e.external_id <> ''` lets it use the partial index
             rows = conn.execute(
                 SIBLINGS_SQL, {"ids": _ids_json(entry_ids), "now": self._clock()}
             ).fetchall()
